@@ -1,0 +1,277 @@
+package plugin
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/ipam"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/berthdev/berth/cni/config"
+	"github.com/berthdev/berth/cni/link"
+	"github.com/berthdev/berth/cni/overlay"
+)
+
+// Add attaches the pod. On any failure it undoes what it did, in reverse, so
+// a failed ADD leaves no link and no allocated address behind.
+func Add(args *skel.CmdArgs) (retErr error) {
+	r, closeLog, err := load(args, "ADD")
+	defer closeLog()
+	if err != nil {
+		return err
+	}
+	netns, err := ns.GetNS(args.Netns)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("CNI_NETNS: cannot open %q", args.Netns), err.Error())
+	}
+	defer netns.Close()
+
+	master, err := resolveMaster(r.conf)
+	if err != nil {
+		return err
+	}
+	mtu := podMTU(r.conf, master)
+
+	var undo []func()
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		r.log.Warn("ADD failed, rolling back", "error", retErr)
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}()
+
+	res, err := r.allocate()
+	if err != nil {
+		return err
+	}
+	undo = append(undo, func() {
+		if err := r.release(); err != nil {
+			r.log.Error("rollback: release addresses", "error", err)
+		}
+	})
+
+	// Whatever the mode, the pod-side link is removed on rollback; deleting
+	// a veth's pod end removes the host end with it.
+	undo = append(undo, func() {
+		_ = netns.Do(func(ns.NetNS) error { return link.DeleteByName(args.IfName) })
+	})
+
+	switch r.conf.Mode {
+	case config.ModeMacvlan, config.ModeIPvlan:
+		err = r.addSub(netns, master, mtu, res)
+	case config.ModeVXLAN:
+		err = r.addRouted(netns, master, mtu, res)
+	}
+	if err != nil {
+		return err
+	}
+	res.DNS = r.conf.DNS
+	r.log.Info("attached", "ips", res.IPs)
+	return types.PrintResult(res, r.conf.CNIVersion)
+}
+
+// addSub creates a macvlan or ipvlan child of master inside the pod and
+// configures its addresses and routes.
+func (r *request) addSub(netns ns.NetNS, master netlink.Link, mtu int, res *current.Result) error {
+	mode := r.conf.MacvlanMode
+	if r.conf.Mode == config.ModeIPvlan {
+		mode = r.conf.IPvlanMode
+	}
+	l, err := link.CreateSub(link.SubInterface{
+		Kind: r.conf.Mode, Mode: mode, Master: master, MTU: mtu, IfName: r.args.IfName,
+	}, netns)
+	if err != nil {
+		if errors.Is(err, link.ErrKernelUnsupported) {
+			return types.NewError(config.ErrCodeKernelUnsupported,
+				fmt.Sprintf("mode: %s is not available: the running kernel has no %s support (CONFIG_%s)",
+					r.conf.Mode, r.conf.Mode, strings.ToUpper(r.conf.Mode)), err.Error())
+		}
+		return types.NewError(config.ErrCodeLinkSetup, "create "+r.conf.Mode+" link on master "+master.Attrs().Name, err.Error())
+	}
+	res.Interfaces = []*current.Interface{{
+		Name:    r.args.IfName,
+		Mac:     l.Attrs().HardwareAddr.String(),
+		Mtu:     l.Attrs().MTU,
+		Sandbox: netns.Path(),
+	}}
+	for _, ipc := range res.IPs {
+		ipc.Interface = current.Int(0)
+	}
+	err = netns.Do(func(ns.NetNS) error {
+		if err := ipam.ConfigureIface(r.args.IfName, res); err != nil {
+			return err
+		}
+		// Neighbours and the upstream switch learn the new MAC now rather
+		// than after their caches expire (the pod may reuse a recent IP).
+		announce(r.args.IfName, res)
+		return nil
+	})
+	if err != nil {
+		return types.NewError(config.ErrCodeLinkSetup, "configure "+r.args.IfName+" in the pod", err.Error())
+	}
+	return nil
+}
+
+// addRouted builds the vxlan-mode attachment: a veth whose host end is
+// routed to the pod's /32, with the subnet gateway as the pod's on-link
+// next hop, plus the node's VXLAN device and peer routes.
+func (r *request) addRouted(netns ns.NetNS, underlay netlink.Link, mtu int, res *current.Result) error {
+	hostNS, err := ns.GetCurrentNS()
+	if err != nil {
+		return err
+	}
+	defer hostNS.Close()
+
+	hostName := link.HostVethName(r.conf.Name, r.args.ContainerID, r.args.IfName)
+	// A leftover host end from a crashed ADD for this very attachment would
+	// make creation fail with EEXIST forever; it is ours by name, so remove it.
+	_ = link.DeleteByName(hostName)
+	hostIf, podIf, err := link.RoutedVeth{
+		IfName: r.args.IfName, HostName: hostName, MTU: mtu,
+		Alias: link.Alias(r.conf.Name, r.args.ContainerID, r.args.IfName),
+	}.Create(netns, hostNS)
+	if err != nil {
+		_ = link.DeleteByName(hostName)
+		return types.NewError(config.ErrCodeLinkSetup, "create veth pair", err.Error())
+	}
+	res.Interfaces = []*current.Interface{
+		{Name: hostIf.Name, Mac: hostIf.HardwareAddr.String(), Mtu: hostIf.MTU},
+		{Name: podIf.Name, Mac: podIf.HardwareAddr.String(), Mtu: podIf.MTU, Sandbox: netns.Path()},
+	}
+	for _, ipc := range res.IPs {
+		ipc.Interface = current.Int(1)
+		// The pod owns exactly its address; everything else, including
+		// same-node pods, is reached through the host.
+		ipc.Address.Mask = hostPrefixLen(ipc.Address.IP)
+	}
+
+	err = netns.Do(func(ns.NetNS) error { return configureRoutedPod(r.args.IfName, res) })
+	if err != nil {
+		return types.NewError(config.ErrCodeLinkSetup, "configure "+r.args.IfName+" in the pod", err.Error())
+	}
+
+	hl, err := netlink.LinkByName(hostName)
+	if err != nil {
+		return types.NewError(config.ErrCodeLinkSetup, "find host veth "+hostName, err.Error())
+	}
+	for _, ipc := range res.IPs {
+		if ipc.Gateway != nil {
+			gw := &netlink.Addr{IPNet: &net.IPNet{IP: ipc.Gateway, Mask: hostPrefixLen(ipc.Gateway)}}
+			if err := netlink.AddrAdd(hl, gw); err != nil && !errors.Is(err, unix.EEXIST) {
+				return types.NewError(config.ErrCodeLinkSetup, "add gateway address to "+hostName, err.Error())
+			}
+		}
+		dst := &net.IPNet{IP: ipc.Address.IP, Mask: hostPrefixLen(ipc.Address.IP)}
+		rt := &netlink.Route{LinkIndex: hl.Attrs().Index, Dst: dst, Scope: netlink.SCOPE_LINK}
+		if err := netlink.RouteReplace(rt); err != nil {
+			return types.NewError(config.ErrCodeLinkSetup, "route pod address via "+hostName, err.Error())
+		}
+	}
+	if err := ip.EnableForward(res.IPs); err != nil {
+		return types.NewError(config.ErrCodeLinkSetup, "enable IP forwarding", err.Error())
+	}
+	return r.ensureOverlay(underlay)
+}
+
+// configureRoutedPod runs inside the pod: address /32, an on-link route to
+// the gateway, and the configured routes through it.
+func configureRoutedPod(ifName string, res *current.Result) error {
+	l, err := netlink.LinkByName(ifName)
+	if err != nil {
+		return err
+	}
+	for _, ipc := range res.IPs {
+		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: &ipc.Address}); err != nil {
+			return fmt.Errorf("add address %s: %w", ipc.Address.String(), err)
+		}
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return err
+	}
+	gws := map[bool]net.IP{}
+	for _, ipc := range res.IPs {
+		if ipc.Gateway == nil {
+			continue
+		}
+		v4 := ipc.Gateway.To4() != nil
+		gws[v4] = ipc.Gateway
+		gwNet := &net.IPNet{IP: ipc.Gateway, Mask: hostPrefixLen(ipc.Gateway)}
+		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: gwNet, Scope: netlink.SCOPE_LINK}); err != nil {
+			return fmt.Errorf("route to gateway %s: %w", ipc.Gateway, err)
+		}
+	}
+	for _, rt := range res.Routes {
+		gw := rt.GW
+		if gw == nil {
+			gw = gws[rt.Dst.IP.To4() != nil]
+		}
+		dst := rt.Dst
+		nr := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: &dst, Gw: gw, Priority: rt.Priority, MTU: rt.MTU}
+		if err := netlink.RouteReplace(nr); err != nil {
+			return fmt.Errorf("add route %s via %s: %w", dst.String(), gw, err)
+		}
+	}
+	return nil
+}
+
+// ensureOverlay makes sure this node's VXLAN device exists and, when a
+// peers file is configured, that remote pod CIDRs are routed through it.
+// A broken peers file does not fail the ADD: the pod still has node-local
+// connectivity, berth-netd reports the file, and STATUS answers 51.
+func (r *request) ensureOverlay(underlay netlink.Link) error {
+	dev, err := r.overlayDevice(underlay)
+	if err != nil {
+		return err
+	}
+	if _, err := dev.Ensure(); err != nil {
+		return types.NewError(config.ErrCodeLinkSetup, fmt.Sprintf("vni: ensure VXLAN device %s", dev.Name()), err.Error())
+	}
+	if r.conf.PeersFile == "" {
+		return nil
+	}
+	peers, err := overlay.LoadPeers(r.conf.PeersFile)
+	if err != nil {
+		r.log.Warn("peersFile unusable; remote nodes unreachable until it is fixed", "peersFile", r.conf.PeersFile, "error", err)
+		return nil
+	}
+	if _, err := dev.Reconcile(peers, r.conf.NodeName); err != nil {
+		r.log.Warn("programming VXLAN peers failed", "error", err)
+	}
+	return nil
+}
+
+func (r *request) overlayDevice(underlay netlink.Link) (*overlay.Device, error) {
+	local := r.conf.UnderlayAddr
+	if !local.IsValid() {
+		a, err := overlay.LinkUnderlayIP(underlay)
+		if err != nil {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig,
+				fmt.Sprintf("underlayIP: not set and master %q has no IPv4 address", underlay.Attrs().Name), err.Error())
+		}
+		local = a
+	}
+	subnet, err := netip.ParsePrefix(r.conf.IPAM.Subnet)
+	if err != nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, "ipam.subnet: "+err.Error(), "")
+	}
+	mtu := r.conf.MTU
+	if mtu == 0 {
+		mtu = underlay.Attrs().MTU - config.VXLANOverhead
+	}
+	return &overlay.Device{
+		VNI: r.conf.VNI, Port: r.conf.VXLANPort, LocalIP: local,
+		PodCIDR: subnet.Masked(), MTU: mtu, LockDir: r.conf.LockDir,
+	}, nil
+}
