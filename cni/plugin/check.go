@@ -3,6 +3,7 @@ package plugin
 import (
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -97,7 +98,13 @@ func Check(args *skel.CmdArgs) error {
 				return fail("veth peer of %q: %v", args.IfName, err)
 			}
 		}
-		if err := ip.ValidateExpectedInterfaceIPs(args.IfName, prev.IPs); err != nil {
+		if r.conf.Mode == config.ModeVXLAN {
+			// A routed pod's /32 has no connected route for the library
+			// check to find; verify the address and the on-link gateway.
+			if err := checkRoutedAddrs(l, prev.IPs); err != nil {
+				return fail("%v", err)
+			}
+		} else if err := ip.ValidateExpectedInterfaceIPs(args.IfName, prev.IPs); err != nil {
 			return fail("%v", err)
 		}
 		if err := ip.ValidateExpectedRoute(prev.Routes); err != nil {
@@ -170,6 +177,32 @@ func checkHostSide(args *skel.CmdArgs, conf *config.NetConf, hostIf *current.Int
 		}
 		if !found {
 			return types.NewError(types.ErrInternal, fmt.Sprintf("check: no host route for %s via %s", ipc.Address.IP, name), "")
+		}
+	}
+	return nil
+}
+
+func checkRoutedAddrs(l netlink.Link, ips []*current.IPConfig) error {
+	addrs, err := netlinksafe.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return err
+	}
+	routes, err := netlinksafe.RouteList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return err
+	}
+	for _, ipc := range ips {
+		want := netlink.Addr{IPNet: &ipc.Address}
+		if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.Equal(want) }) {
+			return fmt.Errorf("address %s missing on %s", ipc.Address.String(), l.Attrs().Name)
+		}
+		if ipc.Gateway == nil {
+			continue
+		}
+		if !slices.ContainsFunc(routes, func(r netlink.Route) bool {
+			return r.Dst != nil && r.Dst.IP.Equal(ipc.Gateway) && r.Scope == netlink.SCOPE_LINK
+		}) {
+			return fmt.Errorf("on-link route to gateway %s missing on %s", ipc.Gateway, l.Attrs().Name)
 		}
 	}
 	return nil
