@@ -41,14 +41,13 @@ func Add(args *skel.CmdArgs) (retErr error) {
 	}
 	mtu := podMTU(r.conf, master)
 
-	var undo []func()
 	defer func() {
 		if retErr == nil {
 			return
 		}
 		r.log.Warn("ADD failed, rolling back", "error", retErr)
-		for i := len(undo) - 1; i >= 0; i-- {
-			undo[i]()
+		for i := len(r.undo) - 1; i >= 0; i-- {
+			r.undo[i]()
 		}
 	}()
 
@@ -56,16 +55,10 @@ func Add(args *skel.CmdArgs) (retErr error) {
 	if err != nil {
 		return err
 	}
-	undo = append(undo, func() {
+	r.onRollback(func() {
 		if err := r.release(); err != nil {
 			r.log.Error("rollback: release addresses", "error", err)
 		}
-	})
-
-	// Whatever the mode, the pod-side link is removed on rollback; deleting
-	// a veth's pod end removes the host end with it.
-	undo = append(undo, func() {
-		_ = netns.Do(func(ns.NetNS) error { return link.DeleteByName(args.IfName) })
 	})
 
 	switch r.conf.Mode {
@@ -92,7 +85,9 @@ func (r *request) addSub(netns ns.NetNS, master netlink.Link, mtu int, res *curr
 	l, err := link.CreateSub(link.SubInterface{
 		Kind: r.conf.Mode, Mode: mode, Master: master, MTU: mtu, IfName: r.args.IfName,
 	}, netns)
-	if err != nil {
+	if err == nil {
+		r.onRollback(func() { r.deletePodLink(netns) })
+	} else {
 		if errors.Is(err, link.ErrKernelUnsupported) {
 			return types.NewError(config.ErrCodeKernelUnsupported,
 				fmt.Sprintf("mode: %s is not available: the running kernel has no %s support (CONFIG_%s)",
@@ -146,6 +141,8 @@ func (r *request) addRouted(netns ns.NetNS, underlay netlink.Link, mtu int, res 
 		_ = link.DeleteByName(hostName)
 		return types.NewError(config.ErrCodeLinkSetup, "create veth pair", err.Error())
 	}
+	// Deleting the pod end removes the host end (and its routes) with it.
+	r.onRollback(func() { r.deletePodLink(netns) })
 	res.Interfaces = []*current.Interface{
 		{Name: hostIf.Name, Mac: hostIf.HardwareAddr.String(), Mtu: hostIf.MTU},
 		{Name: podIf.Name, Mac: podIf.HardwareAddr.String(), Mtu: podIf.MTU, Sandbox: netns.Path()},
@@ -274,4 +271,16 @@ func (r *request) overlayDevice(underlay netlink.Link) (*overlay.Device, error) 
 		VNI: r.conf.VNI, Port: r.conf.VXLANPort, LocalIP: local,
 		PodCIDR: subnet.Masked(), MTU: mtu, LockDir: r.conf.LockDir,
 	}, nil
+}
+
+// onRollback registers an undo step for a failed ADD. Steps are registered
+// only after the thing they undo exists, so a rollback never removes
+// something that was there before (a pre-existing eth0 in the pod, say).
+func (r *request) onRollback(f func()) { r.undo = append(r.undo, f) }
+
+func (r *request) deletePodLink(netns ns.NetNS) {
+	err := netns.Do(func(ns.NetNS) error { return link.DeleteByName(r.args.IfName) })
+	if err != nil {
+		r.log.Error("rollback: delete pod link", "error", err)
+	}
 }

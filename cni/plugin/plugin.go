@@ -43,6 +43,7 @@ type request struct {
 	conf *config.NetConf
 	log  *slog.Logger
 	att  ipam.Attachment
+	undo []func() // ADD's rollback steps, run in reverse on failure
 }
 
 func load(args *skel.CmdArgs, verb string) (*request, func(), error) {

@@ -79,7 +79,7 @@ func TestCheckDetectsDrift(t *testing.T) {
 	n := newMacvlanNode(t)
 	conf := netConf(t, "1.1.0", "bti-drift", "macvlan", n.Uplink, "198.18.11.0/24", nil)
 	tests := []struct {
-		name  string
+		name   string
 		break_ func(p pod)
 	}{
 		{"address removed", func(p pod) { p.ns.ip(t, "addr", "flush", "dev", "eth0") }},
