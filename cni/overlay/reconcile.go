@@ -159,9 +159,9 @@ func (s *syncer) addFDB(st *Stats) error {
 		if present[fdbKey{string(r.mac), r.underlay}] {
 			continue
 		}
-		// NLM_F_REPLACE rewrites the destination of an existing entry for
-		// this MAC in place, so a peer whose underlay IP changed never has
-		// a moment without an entry. Extra destinations are pruned later.
+		// The kernel keeps a single destination per unicast MAC, and
+		// NLM_F_REPLACE rewrites it in place, so a wrong entry is fixed
+		// without a moment in which the MAC has no entry at all.
 		err := netlink.NeighSet(&netlink.Neigh{
 			LinkIndex:    s.index(),
 			Family:       unix.AF_BRIDGE,

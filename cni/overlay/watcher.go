@@ -96,7 +96,9 @@ func (w *Watcher) log() *slog.Logger {
 // returns an error only if the peers file's directory cannot be watched.
 //
 // All netlink work happens on the calling goroutine, so a caller that locked
-// it into a network namespace gets the whole Watcher in that namespace.
+// it into a network namespace gets the whole Watcher in that namespace. Run
+// keeps state between reconciles (the last good peer list) and must not be
+// called concurrently on one Watcher.
 func (w *Watcher) Run(ctx context.Context) error {
 	if w.PeersFile == "" {
 		return errors.New("overlay: watcher needs a peers file")
@@ -128,9 +130,19 @@ func (w *Watcher) Run(ctx context.Context) error {
 		defer t.Stop()
 		resync = t.C
 	}
+	// The debounce window starts at the first event and is not extended by
+	// later ones, so a file that keeps changing still gets reconciled at
+	// least every Debounce; events after the read re-arm it.
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
 	defer debounce.Stop()
+	armed := false
+	arm := func() {
+		if !armed {
+			armed = true
+			debounce.Reset(w.debounce())
+		}
+	}
 
 	for {
 		select {
@@ -142,7 +154,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			}
 			if relevantEvent(ev, base) {
 				w.log().Debug("peers file event", "event", ev.String())
-				debounce.Reset(w.debounce())
+				arm()
 			}
 		case err, ok := <-fsw.Errors:
 			if !ok {
@@ -151,8 +163,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 			// An overflowed event queue may have swallowed a change, so
 			// treat any watcher error as a possible change.
 			w.log().Warn("file watcher error; re-reading peers file", "err", err)
-			debounce.Reset(w.debounce())
+			arm()
 		case <-debounce.C:
+			armed = false
 			w.sync(path, TriggerFile)
 		case <-resync:
 			w.sync(path, TriggerResync)
@@ -207,7 +220,7 @@ func (w *Watcher) sync(path string, trigger Trigger) {
 			return
 		}
 		res.Stale = true
-		log.Error("cannot load peers file; keeping the last good peer list", "err", err, "peers", len(w.last))
+		log.Error("cannot load peers file; keeping the last good peer list", "err", err, "lastGoodEntries", len(w.last))
 		peers = w.last
 	} else {
 		w.last = peers

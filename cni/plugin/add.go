@@ -263,13 +263,12 @@ func (r *request) overlayDevice(underlay netlink.Link) (*overlay.Device, error) 
 	if err != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, "ipam.subnet: "+err.Error(), "")
 	}
-	mtu := r.conf.MTU
-	if mtu == 0 {
-		mtu = underlay.Attrs().MTU - config.VXLANOverhead
-	}
+	// MTU stays 0 so the device gets the same underlay-derived MTU that
+	// berth-netd gives it; if the two disagreed they would keep resetting
+	// each other. The conf's "mtu" is the pod interface's.
 	return &overlay.Device{
 		VNI: r.conf.VNI, Port: r.conf.VXLANPort, LocalIP: local,
-		PodCIDR: subnet.Masked(), MTU: mtu, LockDir: r.conf.LockDir,
+		PodCIDR: subnet.Masked(), LockDir: r.conf.LockDir, Logger: r.log,
 	}, nil
 }
 
