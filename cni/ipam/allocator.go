@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net/netip"
 	"os"
@@ -125,6 +126,27 @@ func (a *Allocator) prefix(addr netip.Addr) netip.Prefix {
 	return netip.PrefixFrom(addr, a.pool.subnet.Bits())
 }
 
+// withSession runs fn under the store's lock. With create the store is
+// created if needed; without, a missing store runs fn with a nil session so
+// lookups and releases see "nothing allocated" without creating directories.
+func (a *Allocator) withSession(create, strict bool, fn func(s *session) error) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	lock, err := lockStore(a.dir, create)
+	if err == errNoStore {
+		return fn(nil)
+	}
+	if err != nil {
+		return a.ioError(err)
+	}
+	defer lock.Close()
+	s, err := openSession(a.dir, strict)
+	if err != nil {
+		return a.ioError(err)
+	}
+	return fn(s)
+}
+
 // Allocate returns the address for att, allocating one if att holds none.
 // The prefix has the subnet's mask length; gw is the gateway.
 func (a *Allocator) Allocate(att Attachment) (addr netip.Prefix, gw netip.Addr, err error) {
@@ -133,69 +155,58 @@ func (a *Allocator) Allocate(att Attachment) (addr netip.Prefix, gw netip.Addr, 
 		// later reader treats as corrupt.
 		return netip.Prefix{}, netip.Addr{}, &cniError{te: types.NewError(types.ErrInvalidEnvironmentVariables, "ipam: attachment has no container ID", "")}
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-
-	lock, err := lockStore(a.dir, true)
+	err = a.withSession(true, true, func(s *session) error {
+		addr, err = a.allocate(s, att)
+		return err
+	})
 	if err != nil {
-		return netip.Prefix{}, netip.Addr{}, a.ioError(err)
+		return netip.Prefix{}, netip.Addr{}, err
 	}
-	defer lock.Close()
+	return addr, a.pool.gateway, nil
+}
 
-	recs, err := scanStore(a.dir, true)
-	if err != nil {
-		return netip.Prefix{}, netip.Addr{}, a.ioError(err)
-	}
-
+func (a *Allocator) allocate(s *session, att Attachment) (netip.Prefix, error) {
 	// Idempotency: a repeated ADD (the runtime retries after timeouts)
 	// must get the same address. An address outside the current subnet
 	// (the network was reconfigured) cannot be returned, so it is dropped
 	// and a fresh one allocated. One still inside the subnet is kept even
 	// if ranges or reserved changed since: the container is already using
 	// it, and evicting it is the operator's call, via DEL.
-	//
-	// Finding att means reading every record: the cost is proportional to
-	// the live allocations (bounded by the node's max pods), never to the
-	// subnet size. An attachment-to-address index would save the reads but
-	// would be a second file that has to stay crash-consistent with the
-	// first, for a saving of a few milliseconds against the fsyncs.
-	stale := false
-	for _, r := range recs {
-		if !r.valid || r.att != att {
-			continue
+	held, found, err := s.lookup(att)
+	if err != nil {
+		return netip.Prefix{}, a.ioError(err)
+	}
+	if found {
+		if a.pool.subnet.Contains(held.addr) {
+			return a.prefix(held.addr), nil
 		}
-		if a.pool.subnet.Contains(r.addr) {
-			if stale {
-				_ = syncDir(a.dir)
-			}
-			return a.prefix(r.addr), a.pool.gateway, nil
+		if err := os.Remove(filepath.Join(a.dir, held.name)); err != nil {
+			return netip.Prefix{}, a.ioError(err)
 		}
-		if err := os.Remove(filepath.Join(a.dir, r.name)); err != nil {
-			return netip.Prefix{}, netip.Addr{}, a.ioError(err)
-		}
-		stale = true
 	}
 
-	// The directory listing taken under the lock is the exact in-use set,
-	// so candidates are checked against it in memory instead of stat'ing
-	// each one. Only addresses the pool could hand out count towards
+	// The listing taken under the lock is the exact set of taken names, so
+	// candidates are checked against it in memory instead of stat'ing each
+	// one. Anything squatting on an address name blocks it, readable or
+	// not. Only addresses the pool could hand out count towards
 	// exhaustion; leftovers of an older config do not.
-	used := make(map[netip.Addr]bool, len(recs))
+	used := make(map[netip.Addr]bool, len(s.names))
 	inPool := 0
-	for _, r := range recs {
-		if r.valid && r.att == att {
-			continue // removed above
+	for _, name := range s.names {
+		ad, ok := addrFromFileName(name)
+		if !ok || (found && name == held.name) {
+			continue
 		}
-		used[r.addr] = true
-		if a.pool.contains(r.addr) {
+		used[ad] = true
+		if a.pool.contains(ad) {
 			inPool++
 		}
 	}
 	if big.NewInt(int64(inPool)).Cmp(a.pool.size) >= 0 {
-		if stale {
+		if found {
 			_ = syncDir(a.dir)
 		}
-		return netip.Prefix{}, netip.Addr{}, a.exhausted(inPool)
+		return netip.Prefix{}, a.exhausted(inPool)
 	}
 
 	// Round-robin from the address after the last one handed out. Since
@@ -206,27 +217,34 @@ func (a *Allocator) Allocate(att Attachment) (addr netip.Prefix, gw netip.Addr, 
 	for used[cand] {
 		cand = a.pool.after(cand)
 		if cand == start {
-			return netip.Prefix{}, netip.Addr{}, a.exhausted(inPool)
+			return netip.Prefix{}, a.exhausted(inPool)
 		}
 	}
 
 	data, err := json.Marshal(att)
 	if err != nil {
-		return netip.Prefix{}, netip.Addr{}, a.ioError(err)
+		return netip.Prefix{}, a.ioError(err)
 	}
-	if err := writeAtomic(a.dir, addrFileName(cand), data, true); err != nil {
-		return netip.Prefix{}, netip.Addr{}, a.ioError(err)
+	// Index entry first, address file second: a writer killed in between
+	// leaves an entry pointing at nothing, which lookups ignore, never a
+	// holder without an entry, which lookups would miss.
+	if err := s.writeIndex(indexKey(att), indexEntry{att.ContainerID, att.IfName, cand.String()}); err != nil {
+		return netip.Prefix{}, a.ioError(err)
+	}
+	name := addrFileName(cand)
+	if err := writeAtomic(a.dir, filepath.Join(a.dir, name), data, true); err != nil {
+		return netip.Prefix{}, a.ioError(err)
 	}
 	// The hint is best-effort: failing to update it only weakens
 	// round-robin, and must not fail an allocation that already exists.
-	_ = writeAtomic(a.dir, lastReservedName, []byte(cand.String()), false)
+	_ = writeAtomic(a.dir, filepath.Join(a.dir, lastReservedName), []byte(cand.String()), false)
 	if err := syncDir(a.dir); err != nil {
 		// We cannot promise the allocation survives a crash, so do not
 		// hand it out; try to leave the store as we found it.
-		_ = os.Remove(filepath.Join(a.dir, addrFileName(cand)))
-		return netip.Prefix{}, netip.Addr{}, a.ioError(err)
+		_ = os.Remove(filepath.Join(a.dir, name))
+		return netip.Prefix{}, a.ioError(err)
 	}
-	return a.prefix(cand), a.pool.gateway, nil
+	return a.prefix(cand), nil
 }
 
 func (a *Allocator) exhausted(inUse int) error {
@@ -237,48 +255,50 @@ func (a *Allocator) exhausted(inUse int) error {
 	}
 }
 
-// readLocked runs fn over the store's records under the lock. A store that
-// does not exist yet is seen as empty and is not created.
-func (a *Allocator) readLocked(strict bool, fn func([]record) error) error {
-	lock, err := lockStore(a.dir, false)
-	if err == errNoStore {
-		return fn(nil)
-	}
-	if err != nil {
-		return a.ioError(err)
-	}
-	defer lock.Close()
-	recs, err := scanStore(a.dir, strict)
-	if err != nil {
-		return a.ioError(err)
-	}
-	return fn(recs)
-}
-
 // Get returns the address att holds in this network's subnet, if any.
 func (a *Allocator) Get(att Attachment) (addr netip.Prefix, ok bool, err error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	err = a.readLocked(false, func(recs []record) error {
-		for _, r := range recs {
-			if r.valid && r.att == att && a.pool.subnet.Contains(r.addr) {
-				addr, ok = a.prefix(r.addr), true
-				return nil
-			}
+	err = a.withSession(false, false, func(s *session) error {
+		if s == nil {
+			return nil
+		}
+		r, found, err := s.lookup(att)
+		if err != nil {
+			return a.ioError(err)
+		}
+		if found && a.pool.subnet.Contains(r.addr) {
+			addr, ok = a.prefix(r.addr), true
 		}
 		return nil
 	})
 	return addr, ok, err
 }
 
-// Release frees every address held by att. Releasing something that holds
+// Release frees the address held by att. Releasing something that holds
 // nothing, or a network that never allocated anything, succeeds: CNI DEL must
 // be idempotent.
 func (a *Allocator) Release(att Attachment) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	_, err := a.removeLocked(func(r record) bool { return r.valid && r.att == att })
-	return err
+	return a.withSession(false, true, func(s *session) error {
+		if s == nil {
+			return nil
+		}
+		r, found, err := s.lookup(att)
+		if err != nil {
+			return a.ioError(err)
+		}
+		if found {
+			if err := os.Remove(filepath.Join(a.dir, r.name)); err != nil {
+				return a.ioError(err)
+			}
+			if err := syncDir(a.dir); err != nil {
+				return a.ioError(err)
+			}
+		}
+		// After the address file, never before: see allocate.
+		if err := s.removeIndex(att); err != nil {
+			return a.ioError(err)
+		}
+		return nil
+	})
 }
 
 // GC releases every allocation whose attachment is not in valid, including
@@ -289,18 +309,25 @@ func (a *Allocator) GC(valid []Attachment) (released []netip.Addr, err error) {
 	for _, v := range valid {
 		keep[v] = true
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.removeLocked(func(r record) bool { return !r.valid || !keep[r.att] })
-}
-
-// removeLocked deletes the regular address files selected by match and makes
-// the deletion durable.
-func (a *Allocator) removeLocked(match func(record) bool) ([]netip.Addr, error) {
-	var released []netip.Addr
-	err := a.readLocked(true, func(recs []record) error {
+	err = a.withSession(false, true, func(s *session) error {
+		if s == nil {
+			return nil
+		}
+		recs, err := s.scan()
+		if err != nil {
+			return a.ioError(err)
+		}
+		type holding struct {
+			att  Attachment
+			addr netip.Addr
+		}
+		held := make(map[holding]bool, len(recs))
 		for _, r := range recs {
-			if !r.regular || !match(r) {
+			if !r.regular {
+				continue
+			}
+			if r.valid && keep[r.att] {
+				held[holding{r.att, r.addr}] = true
 				continue
 			}
 			if err := os.Remove(filepath.Join(a.dir, r.name)); err != nil {
@@ -313,6 +340,29 @@ func (a *Allocator) removeLocked(match func(record) bool) ([]netip.Addr, error) 
 				return a.ioError(err)
 			}
 		}
+		// Drop index entries of attachments that no longer hold anything
+		// (including stale ones left by killed writers), again only after
+		// their address files are gone.
+		idx := filepath.Join(a.dir, indexDirName)
+		names, err := readDirNames(idx)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return a.ioError(err)
+		}
+		for _, name := range names {
+			if name == indexBootName {
+				continue
+			}
+			if e, ok := readIndexFile(filepath.Join(idx, name)); ok {
+				at := Attachment{e.ContainerID, e.IfName}
+				ad, ok := addrFromFileName(e.Address)
+				if ok && name == indexKey(at) && held[holding{at, ad}] {
+					continue
+				}
+			}
+			if err := os.Remove(filepath.Join(idx, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return a.ioError(err)
+			}
+		}
 		return nil
 	})
 	return released, err
@@ -322,10 +372,15 @@ func (a *Allocator) removeLocked(match func(record) bool) ([]netip.Addr, error) 
 // could not be parsed are included with a zero Attachment: they are not
 // available, and hiding them would make the pool look emptier than it is.
 func (a *Allocator) List() (map[netip.Addr]Attachment, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	out := make(map[netip.Addr]Attachment)
-	err := a.readLocked(false, func(recs []record) error {
+	err := a.withSession(false, false, func(s *session) error {
+		if s == nil {
+			return nil
+		}
+		recs, err := s.scan()
+		if err != nil {
+			return a.ioError(err)
+		}
 		for _, r := range recs {
 			if r.regular {
 				out[r.addr] = r.att

@@ -5,6 +5,7 @@ import (
 	"math/big"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -328,13 +329,8 @@ func addrInt(a netip.Addr) *big.Int { return new(big.Int).SetBytes(a.AsSlice()) 
 
 // mergeSpans sorts spans and merges overlapping or adjacent ones.
 func mergeSpans(in []span) []span {
-	s := append([]span(nil), in...)
-	// Insertion sort: the list is a handful of configured ranges.
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j].lo.Less(s[j-1].lo); j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
+	s := slices.Clone(in)
+	slices.SortFunc(s, func(x, y span) int { return x.lo.Compare(y.lo) })
 	var out []span
 	for _, x := range s {
 		if n := len(out); n > 0 {

@@ -13,6 +13,8 @@
 //	last_reserved_ip  the most recently handed-out address (a hint only)
 //	198.18.10.7       one file per allocated address, JSON of the Attachment
 //	fd00__7           IPv6 addresses use '_' instead of ':' in file names
+//	attachments/      index: one file per attachment naming its address,
+//	                  plus boot_id, the boot ID of the last index rebuild
 //	.tmp-*            in-flight writes; stale ones are removed under the lock
 //
 // The address files are the single source of truth: an address is in use
@@ -21,6 +23,13 @@
 // handed to the next container (which would confuse conntrack entries, ARP
 // caches and anything else still remembering the old owner); losing or
 // corrupting it costs nothing but that.
+//
+// The attachments/ index exists so that ADD, DEL and lookups cost the same
+// few file operations whether the network holds ten allocations or sixty
+// thousand: without it, finding out whether a container already holds an
+// address means reading every address file. It is derived data, rebuilt from
+// the address files after every reboot (see session.ensureIndex for why that
+// is enough); deleting attachments/boot_id forces a rebuild.
 //
 // # Concurrency
 //
@@ -36,10 +45,12 @@
 // # Crash safety
 //
 // Files are never written in place. Each write goes to a fresh .tmp-* file in
-// the same directory, is fsynced, renamed over its final name (rename is
-// atomic within a directory) and then the directory itself is fsynced so the
-// new name survives power loss. A reader therefore sees the old file or the
-// complete new file, never a torn one. Because writers only create .tmp-*
+// the store directory and is renamed over its final name (rename is atomic on
+// one filesystem), so a reader sees the old file or the complete new file,
+// never a torn one. Address files are also fsynced before the rename, and the
+// directory after it, so an allocation survives power loss before it is
+// returned; the hint and the index skip those fsyncs because losing them is
+// harmless or repaired at the next boot. Because writers only create .tmp-*
 // files while holding the lock, any .tmp-* file found by someone who has just
 // taken the lock was left by a crashed writer and is removed.
 //
