@@ -1,0 +1,173 @@
+package ebpf
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/berthdev/berth/ebpf/attach"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: loads BPF programs and creates network namespaces")
+	}
+}
+
+func rnd() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func sh(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// testMaps pins a private set of maps so tests never touch a node's state.
+func testMaps(t *testing.T) *Maps {
+	t.Helper()
+	dir := filepath.Join(filepath.Dir(DefaultPinDir), "btb"+rnd())
+	m, err := OpenMaps(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(); os.RemoveAll(dir) })
+	return m
+}
+
+// pair makes two namespaces joined by a veth: a (198.18.90.1) and b (.2).
+func pair(t *testing.T) (a, b string) {
+	t.Helper()
+	a, b = "btba"+rnd(), "btbb"+rnd()
+	for _, n := range []string{a, b} {
+		sh(t, "ip", "netns", "add", n)
+		name := n
+		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	}
+	sh(t, "ip", "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b)
+	sh(t, "ip", "-n", a, "addr", "add", "198.18.90.1/24", "dev", "eth0")
+	sh(t, "ip", "-n", b, "addr", "add", "198.18.90.2/24", "dev", "eth0")
+	sh(t, "ip", "-n", a, "link", "set", "eth0", "up")
+	sh(t, "ip", "-n", b, "link", "set", "eth0", "up")
+	return a, b
+}
+
+func ping(from, to string) bool {
+	return exec.Command("nsenter", "--net=/run/netns/"+from, "--", "ping", "-c", "1", "-W", "1", to).Run() == nil
+}
+
+// inNS runs f in netns name with the link eth0.
+func inNS(t *testing.T, name string, f func(l netlink.Link) error) {
+	t.Helper()
+	err := ns.WithNetNSPath("/run/netns/"+name, func(ns.NetNS) error {
+		l, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		return f(l)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestIsolationPolicy(t *testing.T) {
+	requireRoot(t)
+	for _, mode := range []attach.Mode{attach.ModeTCX, attach.ModeClsBPF} {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Setenv("BERTH_ATTACH_MODE", string(mode))
+			attach.ForceMode(mode)
+			defer attach.ForceMode("")
+			m := testMaps(t)
+			a, b := pair(t)
+			ipA, ipB := netip.MustParseAddr("198.18.90.1"), netip.MustParseAddr("198.18.90.2")
+			inNS(t, a, func(l netlink.Link) error {
+				got, err := m.AttachIsolation(l.Attrs().Index, PodIdentity{Tenant: 1, IPv4: ipA, MAC: l.Attrs().HardwareAddr, CheckMAC: true})
+				if err == nil && got != mode {
+					t.Errorf("attached with %s, want %s", got, mode)
+				}
+				return err
+			})
+			steps := []struct {
+				name  string
+				setup func()
+				want  bool
+			}{
+				{"unknown peer is reachable", func() {}, true},
+				{"peer in another tenant", func() { must(t, m.SetEndpoint(ipB, 2)) }, false},
+				{"peer in the same tenant", func() { must(t, m.SetEndpoint(ipB, 1)) }, true},
+				{"peer moved away again", func() { must(t, m.SetEndpoint(ipB, 3)) }, false},
+				{"peer allow-listed", func() { must(t, m.SetAllow(netip.MustParsePrefix("198.18.90.2/32"), nil)) }, true},
+				{"allow-list entry removed", func() { must(t, m.ClearAllowExcept(nil)) }, false},
+			}
+			for _, s := range steps {
+				s.setup()
+				if got := ping(a, "198.18.90.2"); got != s.want {
+					t.Errorf("%s: a->b ping = %v, want %v", s.name, got, s.want)
+				}
+				if got := ping(b, "198.18.90.1"); got != s.want {
+					t.Errorf("%s: b->a ping = %v, want %v", s.name, got, s.want)
+				}
+			}
+			drops, err := m.DropCounts()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if drops[DropKey{Tenant: 1, Reason: DropTenant}] == 0 {
+				t.Errorf("no cross-tenant drops counted: %v", drops)
+			}
+
+			// A spoofed source address from a's side is dropped.
+			sh(t, "ip", "-n", a, "addr", "add", "198.18.90.9/24", "dev", "eth0")
+			if exec.Command("nsenter", "--net=/run/netns/"+a, "--", "ping", "-c", "1", "-W", "1", "-I", "198.18.90.9", "198.18.90.2").Run() == nil {
+				t.Error("ping from a spoofed source got through")
+			}
+			if d, _ := m.DropCounts(); d[DropKey{Tenant: 1, Reason: DropSpoof}] == 0 {
+				t.Errorf("no spoof drops counted: %v", d)
+			}
+
+			inNS(t, a, func(l netlink.Link) error {
+				if ok, err := IsolationAttached(l.Attrs().Index); err != nil || !ok {
+					t.Errorf("IsolationAttached = %v, %v", ok, err)
+				}
+				if err := DetachIsolation(l.Attrs().Index); err != nil {
+					return err
+				}
+				if ok, _ := IsolationAttached(l.Attrs().Index); ok {
+					t.Error("still attached after DetachIsolation")
+				}
+				return nil
+			})
+			must(t, m.SetEndpoint(ipB, 2))
+			if !ping(a, "198.18.90.2") {
+				t.Error("detached isolation still drops")
+			}
+		})
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+var _ = net.IPv4len
+var _ = strings.Contains
