@@ -1,0 +1,130 @@
+package ebpf
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// HTB layout on a shaped device:
+//
+//	1:   htb, default 1:1
+//	1:1  the pod's rate and burst; leaf: bfifo of QueueBytes(rate)
+//	1:2  ARP, 1% of the rate (at least 64 kbit), so neighbour resolution
+//	     never queues behind data; leaf: default pfifo
+var (
+	htbRoot    = netlink.MakeHandle(1, 0)
+	htbShaped  = netlink.MakeHandle(1, 1)
+	htbControl = netlink.MakeHandle(1, 2)
+	leafHandle = netlink.MakeHandle(0x10, 0)
+)
+
+func setHTB(l netlink.Link, bitsPerSec, burstBits uint64) error {
+	idx := l.Attrs().Index
+	root := netlink.NewHtb(netlink.QdiscAttrs{LinkIndex: idx, Handle: htbRoot, Parent: netlink.HANDLE_ROOT})
+	root.Defcls = 1
+	// Replace keeps an existing HTB (and its classes) in place, so a rate
+	// change does not flush queued packets.
+	if err := netlink.QdiscReplace(root); err != nil {
+		return fmt.Errorf("htb root: %w", err)
+	}
+	burst := uint32(min(burstBits/8, 1<<31))
+	shaped := netlink.NewHtbClass(netlink.ClassAttrs{LinkIndex: idx, Parent: htbRoot, Handle: htbShaped},
+		netlink.HtbClassAttrs{Rate: bitsPerSec, Ceil: bitsPerSec, Buffer: burst, Cbuffer: burst})
+	if err := netlink.ClassReplace(shaped); err != nil {
+		return fmt.Errorf("htb class 1:1: %w", err)
+	}
+	ctl := max(bitsPerSec/100, 64_000)
+	control := netlink.NewHtbClass(netlink.ClassAttrs{LinkIndex: idx, Parent: htbRoot, Handle: htbControl},
+		netlink.HtbClassAttrs{Rate: ctl, Ceil: ctl})
+	if err := netlink.ClassReplace(control); err != nil {
+		return fmt.Errorf("htb class 1:2: %w", err)
+	}
+	return replaceBfifo(idx, htbShaped, leafHandle, QueueBytes(bitsPerSec))
+}
+
+// replaceBfifo installs a byte-limited FIFO. vishvananda/netlink has no
+// typed bfifo, so the request is built here: TCA_OPTIONS is struct
+// tc_fifo_qopt { __u32 limit; }.
+func replaceBfifo(ifindex int, parent, handle uint32, limit uint32) error {
+	req := nl.NewNetlinkRequest(unix.RTM_NEWQDISC, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK)
+	req.AddData(&nl.TcMsg{Family: nl.FAMILY_ALL, Ifindex: int32(ifindex), Handle: handle, Parent: parent})
+	req.AddData(nl.NewRtAttr(nl.TCA_KIND, nl.ZeroTerminated("bfifo")))
+	opt := make([]byte, 4)
+	binary.NativeEndian.PutUint32(opt, limit)
+	req.AddData(nl.NewRtAttr(nl.TCA_OPTIONS, opt))
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return fmt.Errorf("bfifo leaf (limit %d bytes): %w", limit, err)
+	}
+	return nil
+}
+
+func setFQ(l netlink.Link) error {
+	fq := &netlink.Fq{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Handle: netlink.MakeHandle(1, 0), Parent: netlink.HANDLE_ROOT}}
+	if err := netlink.QdiscReplace(fq); err != nil {
+		return fmt.Errorf("fq root: %w", err)
+	}
+	return nil
+}
+
+func deleteRootQdisc(l netlink.Link) error {
+	qs, err := netlink.QdiscList(l)
+	if err != nil {
+		return err
+	}
+	for _, q := range qs {
+		if q.Attrs().Parent == netlink.HANDLE_ROOT && (q.Type() == "htb" || q.Type() == "fq") {
+			if err := netlink.QdiscDel(q); err != nil && !errors.Is(err, unix.ENOENT) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ensureIFB creates (or finds) the ingress-shaping ifb and brings it up.
+func ensureIFB(name string, mtu int) (netlink.Link, error) {
+	if l, err := netlink.LinkByName(name); err == nil {
+		if _, ok := l.(*netlink.Ifb); !ok {
+			return nil, fmt.Errorf("%s exists and is a %s, not an ifb", name, l.Type())
+		}
+		return l, netlink.LinkSetUp(l)
+	}
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = name
+	attrs.MTU = mtu
+	if err := netlink.LinkAdd(&netlink.Ifb{LinkAttrs: attrs}); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, fmt.Errorf("create ifb %s: %w", name, err)
+	}
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil, err
+	}
+	return l, netlink.LinkSetUp(l)
+}
+
+// haveQdisc probes whether the kernel can create a qdisc of kind, on the
+// loopback of a throwaway namespace.
+func haveQdisc(kind string) bool {
+	tmp, err := ns.TempNetNS()
+	if err != nil {
+		return false
+	}
+	defer tmp.Close()
+	ok := false
+	_ = tmp.Do(func(ns.NetNS) error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		q := &netlink.GenericQdisc{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: lo.Attrs().Index, Handle: netlink.MakeHandle(1, 0), Parent: netlink.HANDLE_ROOT}, QdiscType: kind}
+		ok = netlink.QdiscAdd(q) == nil
+		return nil
+	})
+	return ok
+}
