@@ -71,6 +71,11 @@ func OpenMaps(dir string) (*Maps, error) {
 	}
 	open := func(spec *ebpf.MapSpec) (*ebpf.Map, error) {
 		m, err := ebpf.NewMapWithOptions(spec, ebpf.MapOptions{PinPath: dir})
+		if errors.Is(err, os.ErrExist) {
+			// Another CNI process pinned it between our lookup and our
+			// create (parallel ADDs on a fresh node): use theirs.
+			m, err = ebpf.NewMapWithOptions(spec, ebpf.MapOptions{PinPath: dir})
+		}
 		if err != nil {
 			return nil, fmt.Errorf("map %s pinned in %s: %w", spec.Name, dir, err)
 		}

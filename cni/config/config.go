@@ -90,6 +90,15 @@ type NetConf struct {
 	LogFile  string `json:"logFile,omitempty"`
 	LogLevel string `json:"logLevel,omitempty"`
 
+	// Bandwidth is the network's default shaping; a pod's runtimeConfig
+	// bandwidth (from its annotations) overrides it.
+	Bandwidth *Bandwidth `json:"bandwidth,omitempty"`
+	// Tenancy configures tenant isolation (on by default).
+	Tenancy Tenancy `json:"tenancy,omitempty"`
+	// BPFPinDir holds the dataplane's pinned maps.
+	BPFPinDir     string        `json:"bpfPinDir,omitempty"`
+	RuntimeConfig RuntimeConfig `json:"runtimeConfig,omitempty"`
+
 	// RawIPAM shadows PluginConf.IPAM (json picks the shallower field). It
 	// is decoded into IPAM only for the built-in allocator: a delegated
 	// plugin's keys (host-local's nested "ranges", say) are its own business.
@@ -98,6 +107,18 @@ type NetConf struct {
 
 	// Parsed forms filled by Parse.
 	UnderlayAddr netip.Addr `json:"-"`
+}
+
+// EffectiveBandwidth is the pod's shaping: runtimeConfig, else the
+// network default.
+func (c *NetConf) EffectiveBandwidth() *Bandwidth {
+	if c.RuntimeConfig.Bandwidth.Shaped() {
+		return c.RuntimeConfig.Bandwidth
+	}
+	if c.Bandwidth.Shaped() {
+		return c.Bandwidth
+	}
+	return nil
 }
 
 // BuiltinIPAM reports whether addresses come from berth's own allocator
@@ -218,6 +239,9 @@ func (c *NetConf) validate() error {
 	case "", "debug", "info", "warn", "error":
 	default:
 		return invalid("logLevel", "unknown level %q (want debug, info, warn or error)", c.LogLevel)
+	}
+	if err := c.validateDataplane(); err != nil {
+		return err
 	}
 	if c.BuiltinIPAM() {
 		if c.IPAM == nil {

@@ -70,6 +70,15 @@ func Add(args *skel.CmdArgs) (retErr error) {
 	if err != nil {
 		return err
 	}
+	var podMAC net.HardwareAddr
+	for _, i := range res.Interfaces {
+		if i.Sandbox != "" {
+			podMAC, _ = net.ParseMAC(i.Mac)
+		}
+	}
+	if err := r.addDataplane(netns, res, podMAC); err != nil {
+		return err
+	}
 	res.DNS = r.conf.DNS
 	r.log.Info("attached", "ips", res.IPs)
 	return types.PrintResult(res, r.conf.CNIVersion)

@@ -115,6 +115,9 @@ func Check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	if err := r.checkDataplane(netns, prev); err != nil {
+		return err
+	}
 	if r.conf.Mode == config.ModeVXLAN {
 		return checkHostSide(args, r.conf, hostIf, peerIndex, prev)
 	}

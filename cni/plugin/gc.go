@@ -1,6 +1,10 @@
 package plugin
 
 import (
+	"errors"
+	"net/netip"
+	"os"
+
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
@@ -9,6 +13,7 @@ import (
 	"github.com/berthdev/berth/cni/config"
 	"github.com/berthdev/berth/cni/ipam"
 	"github.com/berthdev/berth/cni/link"
+	bebpf "github.com/berthdev/berth/ebpf"
 )
 
 // GC releases everything of this network that belongs to an attachment not
@@ -64,5 +69,43 @@ func GC(args *skel.CmdArgs) error {
 	if len(released) > 0 {
 		r.log.Info("gc: released addresses", "count", len(released), "addresses", released)
 	}
-	return nil
+	if err := r.forgetEndpoints(released); err != nil {
+		return types.NewError(ErrCodeDataplane, "gc: forget dataplane endpoints", err.Error())
+	}
+	return r.gcStaleEndpoints(a)
+}
+
+// gcStaleEndpoints drops map entries inside this network's subnet whose
+// address is no longer allocated (left by a crashed DEL, for instance).
+func (r *request) gcStaleEndpoints(a *ipam.Allocator) error {
+	if _, err := os.Stat(r.conf.BPFPinDir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	subnet, err := netip.ParsePrefix(r.conf.IPAM.Subnet)
+	if err != nil {
+		return nil
+	}
+	live, err := a.List()
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, "ipam: list allocations", err.Error())
+	}
+	maps, err := bebpf.OpenMaps(r.conf.BPFPinDir)
+	if err != nil {
+		return types.NewError(ErrCodeDataplane, "bpfPinDir: cannot open the dataplane maps", err.Error())
+	}
+	defer maps.Close()
+	eps, err := maps.ListEndpoints()
+	if err != nil {
+		return types.NewError(ErrCodeDataplane, "list endpoints", err.Error())
+	}
+	var stale []netip.Addr
+	for addr := range eps {
+		if _, ok := live[addr]; !ok && subnet.Masked().Contains(addr) {
+			stale = append(stale, addr)
+		}
+	}
+	if len(stale) > 0 {
+		r.log.Info("gc: removed stale endpoints", "addresses", stale)
+	}
+	return r.forgetEndpoints(stale)
 }

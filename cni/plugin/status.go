@@ -10,6 +10,7 @@ import (
 	"github.com/berthdev/berth/cni/config"
 	"github.com/berthdev/berth/cni/link"
 	"github.com/berthdev/berth/cni/overlay"
+	bebpf "github.com/berthdev/berth/ebpf"
 )
 
 // Status tells the runtime whether ADD can succeed right now. Code 50 (not
@@ -53,6 +54,18 @@ func Status(args *skel.CmdArgs) error {
 		}
 	} else if _, err := invokeIPAM(r.conf.IPAM.Type, "STATUS", args.StdinData); err != nil {
 		return err
+	}
+	if r.dataplaneWanted() {
+		maps, err := bebpf.OpenMaps(r.conf.BPFPinDir)
+		if err != nil {
+			return unavailable("bpfPinDir: the eBPF dataplane cannot be used", err)
+		}
+		maps.Close()
+		path := bebpf.DetectPath()
+		r.log.Info("dataplane", "shaping", path, "isolation", r.conf.Tenancy.On())
+		// STATUS has no result object; this line is for operators and
+		// tools (cnitool, logs) and callers ignore it.
+		fmt.Printf(`{"dataplane":{"shaping":%q,"isolation":%t}}`+"\n", path, r.conf.Tenancy.On())
 	}
 	if r.conf.Mode == config.ModeVXLAN && r.conf.PeersFile != "" {
 		if _, err := overlay.LoadPeers(r.conf.PeersFile); err != nil {

@@ -2,6 +2,8 @@ package integration
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -18,6 +20,9 @@ func netConf(t *testing.T, version, name, mode, master, subnet string, extra map
 			"subnet":  subnet,
 			"dataDir": t.TempDir(),
 		},
+		// Private dataplane state: tests never touch the node's maps.
+		"bpfPinDir": testPinDir(t),
+		"tenancy":   map[string]any{"registry": filepath.Join(t.TempDir(), "tenants.json")},
 	}
 	for k, v := range extra {
 		m[k] = v
@@ -41,4 +46,12 @@ func dataDirOf(t *testing.T, conf []byte) string {
 		t.Fatal(err)
 	}
 	return c.IPAM.DataDir
+}
+
+// testPinDir is a per-test BPF pin directory, removed afterwards.
+func testPinDir(t *testing.T) string {
+	t.Helper()
+	dir := "/sys/fs/bpf/bti" + randHex(4)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
 }

@@ -1,0 +1,222 @@
+package plugin
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/berthdev/berth/cni/config"
+	"github.com/berthdev/berth/cni/tenant"
+	bebpf "github.com/berthdev/berth/ebpf"
+)
+
+// ErrCodeDataplane: loading or attaching the eBPF dataplane failed.
+const ErrCodeDataplane = 102
+
+// dataplaneWanted reports whether this pod needs eBPF programs at all.
+func (r *request) dataplaneWanted() bool {
+	return r.conf.Tenancy.On() || r.conf.EffectiveBandwidth() != nil
+}
+
+// tenant resolves the pod's tenant and its index.
+func (r *request) tenant() (string, uint32, error) {
+	args := config.Args{}
+	if err := types.LoadArgs(r.args.Args, &args); err != nil {
+		return "", 0, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_ARGS: "+err.Error(), "")
+	}
+	name, err := tenant.Resolve(tenant.Sources{
+		RuntimeConfig: r.conf.RuntimeConfig.Tenant,
+		Args:          string(args.BERTH_TENANT),
+		Annotations:   r.conf.RuntimeConfig.PodAnnotations,
+		Namespace:     string(args.K8S_POD_NAMESPACE),
+		MappingFile:   r.conf.Tenancy.MappingFile,
+	})
+	if err != nil {
+		return "", 0, types.NewError(types.ErrInvalidNetworkConfig, "tenant: "+err.Error(), "")
+	}
+	idx, err := tenant.Registry{Path: r.conf.Tenancy.Registry}.Index(name)
+	if err != nil {
+		return "", 0, types.NewError(types.ErrIOFailure, err.Error(), "")
+	}
+	return name, idx, nil
+}
+
+// bpfID is a tenant's identity in the maps; 0 is never used so an
+// all-zero entry cannot match a real tenant.
+func bpfID(idx uint32) uint32 { return idx + 1 }
+
+func shapingOf(b *config.Bandwidth) bebpf.Shaping {
+	if b == nil {
+		return bebpf.Shaping{}
+	}
+	return bebpf.Shaping{
+		Egress:  bebpf.Rate{BitsPerSec: b.EgressRate, BurstBits: b.EgressBurst},
+		Ingress: bebpf.Rate{BitsPerSec: b.IngressRate, BurstBits: b.IngressBurst},
+	}
+}
+
+func resultAddrs(res *current.Result) []netip.Addr {
+	var out []netip.Addr
+	for _, ipc := range res.IPs {
+		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
+}
+
+func firstOf(addrs []netip.Addr, v4 bool) netip.Addr {
+	for _, a := range addrs {
+		if a.Is4() == v4 {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
+
+// addDataplane registers the pod's addresses under its tenant, syncs the
+// allow-list, and attaches isolation and shaping to the pod interface
+// inside its namespace. Each step registers its own rollback.
+func (r *request) addDataplane(netns ns.NetNS, res *current.Result, mac net.HardwareAddr) error {
+	if !r.dataplaneWanted() {
+		return nil
+	}
+	name, idx, err := r.tenant()
+	if err != nil {
+		return err
+	}
+	maps, err := bebpf.OpenMaps(r.conf.BPFPinDir)
+	if err != nil {
+		return types.NewError(ErrCodeDataplane, "bpfPinDir: cannot open the dataplane maps", err.Error())
+	}
+	defer maps.Close()
+
+	addrs := resultAddrs(res)
+	if r.conf.Tenancy.On() {
+		for _, a := range addrs {
+			if err := maps.SetEndpoint(a, bpfID(idx)); err != nil {
+				return types.NewError(ErrCodeDataplane, "register endpoint "+a.String(), err.Error())
+			}
+		}
+		r.onRollback(func() { r.forgetEndpoints(addrs) })
+		for _, a := range r.conf.Tenancy.Allow {
+			ports := make([]bebpf.AllowPort, 0, len(a.Ports))
+			for _, p := range a.Ports {
+				ports = append(ports, bebpf.AllowPort{Proto: p.ProtoNumber(), Port: p.Port})
+			}
+			if err := maps.SetAllow(a.Prefix, ports); err != nil {
+				return types.NewError(ErrCodeDataplane, "tenancy.allow "+a.CIDR, err.Error())
+			}
+		}
+	}
+	shaping := shapingOf(r.conf.EffectiveBandwidth())
+	path := bebpf.PathHTB
+	if shaping.Egress.BitsPerSec > 0 || shaping.Ingress.BitsPerSec > 0 {
+		path = bebpf.DetectPath()
+	}
+	var mode string
+	err = netns.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName(r.args.IfName)
+		if err != nil {
+			return err
+		}
+		if r.conf.Tenancy.On() {
+			m, err := maps.AttachIsolation(l.Attrs().Index, bebpf.PodIdentity{
+				Tenant: bpfID(idx), IPv4: firstOf(addrs, true), IPv6: firstOf(addrs, false),
+				MAC: mac, CheckMAC: r.conf.Mode != config.ModeIPvlan,
+			})
+			if err != nil {
+				return err
+			}
+			mode = string(m)
+		}
+		if shaping.Egress.BitsPerSec > 0 || shaping.Ingress.BitsPerSec > 0 {
+			if err := maps.ApplyShaping(r.args.IfName, firstOf(addrs, true), shaping, path); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return types.NewError(ErrCodeDataplane, "attach eBPF dataplane to "+r.args.IfName, err.Error())
+	}
+	// The pod link's removal on rollback takes the programs and queues
+	// with it; the ifb is removed explicitly.
+	r.onRollback(func() {
+		_ = netns.Do(func(ns.NetNS) error { return maps.RemoveShaping(r.args.IfName, firstOf(addrs, true)) })
+	})
+	r.log.Info("dataplane attached", "tenant", name, "tenantIndex", idx, "attach", mode,
+		"shaping", path, "egressRate", shaping.Egress.BitsPerSec, "ingressRate", shaping.Ingress.BitsPerSec)
+	return nil
+}
+
+// forgetEndpoints removes addrs from the maps (DEL, GC, rollback). A node
+// that never had the maps has nothing to forget.
+func (r *request) forgetEndpoints(addrs []netip.Addr) error {
+	if len(addrs) == 0 {
+		return nil
+	}
+	if _, err := os.Stat(r.conf.BPFPinDir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	maps, err := bebpf.OpenMaps(r.conf.BPFPinDir)
+	if err != nil {
+		return err
+	}
+	defer maps.Close()
+	var errs []error
+	for _, a := range addrs {
+		errs = append(errs, maps.DeleteEndpoint(a), maps.ForgetShaping(a))
+	}
+	return errors.Join(errs...)
+}
+
+// checkDataplane verifies programs, queues and the endpoint entries.
+func (r *request) checkDataplane(netns ns.NetNS, prev *current.Result) error {
+	if !r.dataplaneWanted() {
+		return nil
+	}
+	addrs := resultAddrs(prev)
+	if r.conf.Tenancy.On() {
+		_, idx, err := r.tenant()
+		if err != nil {
+			return err
+		}
+		maps, err := bebpf.OpenMaps(r.conf.BPFPinDir)
+		if err != nil {
+			return types.NewError(ErrCodeDataplane, "bpfPinDir: cannot open the dataplane maps", err.Error())
+		}
+		defer maps.Close()
+		for _, a := range addrs {
+			got, ok, err := maps.LookupEndpoint(a)
+			if err != nil || !ok || got != bpfID(idx) {
+				return types.NewError(types.ErrInternal, fmt.Sprintf("check: endpoint %s not registered for its tenant (found=%v id=%d)", a, ok, got), "")
+			}
+		}
+	}
+	shaping := shapingOf(r.conf.EffectiveBandwidth())
+	return netns.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName(r.args.IfName)
+		if err != nil {
+			return err
+		}
+		if r.conf.Tenancy.On() {
+			if ok, err := bebpf.IsolationAttached(l.Attrs().Index); err != nil || !ok {
+				return types.NewError(types.ErrInternal, "check: tenant isolation programs are not attached to "+r.args.IfName, fmt.Sprint(err))
+			}
+		}
+		if shaping.Egress.BitsPerSec > 0 || shaping.Ingress.BitsPerSec > 0 {
+			if err := bebpf.CheckShaping(r.args.IfName, shaping, bebpf.DetectPath()); err != nil {
+				return types.NewError(types.ErrInternal, "check: shaping: "+err.Error(), "")
+			}
+		}
+		return nil
+	})
+}

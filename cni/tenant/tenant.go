@@ -1,0 +1,223 @@
+// Package tenant decides which tenant a pod belongs to and gives every
+// tenant a stable small index, from which its BPF identity and its VXLAN
+// network identifier (vniBase + index) are derived.
+package tenant
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+
+	"golang.org/x/sys/unix"
+)
+
+// Default is the tenant of pods that name none and have no namespace
+// (callers other than Kubernetes).
+const Default = "default"
+
+// AnnotationKey is the pod label/annotation berth-cri passes on.
+const AnnotationKey = "berth.dev/tenant"
+
+// Defaults for the files.
+const (
+	DefaultRegistry    = "/var/lib/berth/tenants.json"
+	DefaultMappingFile = "/var/lib/berth/namespace-tenants.json"
+)
+
+// MaxTenants bounds the index space (and so the VNIs a node may use).
+const MaxTenants = 4096
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$`)
+
+// Valid reports whether name can be a tenant: a DNS-label-like string, so
+// it is safe in file contents, logs and metric labels.
+func Valid(name string) bool { return nameRE.MatchString(name) }
+
+// Sources are the places a tenant can come from, most specific first.
+type Sources struct {
+	RuntimeConfig string            // runtimeConfig.tenant (capability "tenant")
+	Args          string            // CNI_ARGS BERTH_TENANT
+	Annotations   map[string]string // io.kubernetes.cri.pod-annotations
+	Namespace     string            // CNI_ARGS K8S_POD_NAMESPACE
+	MappingFile   string            // namespace -> tenant, kept by berth-netd
+}
+
+// Resolve picks the tenant: runtimeConfig, then CNI args, then the pod
+// annotation, then the namespace mapping file, then the namespace itself.
+func Resolve(s Sources) (string, error) {
+	for _, c := range []struct{ from, v string }{
+		{"runtimeConfig.tenant", s.RuntimeConfig},
+		{"CNI_ARGS BERTH_TENANT", s.Args},
+		{"annotation " + AnnotationKey, s.Annotations[AnnotationKey]},
+	} {
+		if c.v == "" {
+			continue
+		}
+		if !Valid(c.v) {
+			return "", fmt.Errorf("%s: %q is not a valid tenant name (lower-case letters, digits, '-', '_', '.', at most 63)", c.from, c.v)
+		}
+		return c.v, nil
+	}
+	if s.Namespace == "" {
+		return Default, nil
+	}
+	if s.MappingFile != "" {
+		m, err := LoadMapping(s.MappingFile)
+		if err != nil {
+			return "", err
+		}
+		if t, ok := m[s.Namespace]; ok {
+			return t, nil
+		}
+	}
+	if !Valid(s.Namespace) {
+		return "", fmt.Errorf("K8S_POD_NAMESPACE: %q is not a valid tenant name", s.Namespace)
+	}
+	return s.Namespace, nil
+}
+
+// LoadMapping reads the namespace -> tenant file. A missing file is an
+// empty mapping: berth-netd may not have written it yet.
+func LoadMapping(path string) (map[string]string, error) {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string]string{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tenancy.mappingFile: %w", err)
+	}
+	m := map[string]string{}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("tenancy.mappingFile %s: %w", path, err)
+	}
+	for ns, t := range m {
+		if !Valid(t) {
+			return nil, fmt.Errorf("tenancy.mappingFile %s: namespace %q maps to invalid tenant %q", path, ns, t)
+		}
+	}
+	return m, nil
+}
+
+// Registry persists tenant -> index. Indexes are handed out in order and
+// never reused, so a tenant keeps its VNI and BPF identity for life.
+type Registry struct{ Path string }
+
+type registryFile struct {
+	Tenants map[string]uint32 `json:"tenants"`
+	Next    uint32            `json:"next"`
+}
+
+// Index returns name's index, allocating one on first use. Concurrent
+// callers in several processes are serialised with flock, and the file is
+// replaced atomically (write, fsync, rename, fsync dir).
+func (r Registry) Index(name string) (uint32, error) {
+	if !Valid(name) {
+		return 0, fmt.Errorf("tenant %q is not a valid name", name)
+	}
+	var idx uint32
+	err := r.locked(func(f *registryFile) (bool, error) {
+		if i, ok := f.Tenants[name]; ok {
+			idx = i
+			return false, nil
+		}
+		if f.Next >= MaxTenants {
+			return false, fmt.Errorf("tenancy.registry: all %d tenant indexes are used", MaxTenants)
+		}
+		idx = f.Next
+		f.Tenants[name] = idx
+		f.Next++
+		return true, nil
+	})
+	return idx, err
+}
+
+// List returns every registered tenant.
+func (r Registry) List() (map[string]uint32, error) {
+	var out map[string]uint32
+	err := r.locked(func(f *registryFile) (bool, error) {
+		out = f.Tenants
+		return false, nil
+	})
+	return out, err
+}
+
+// Names returns the registered tenants sorted by index.
+func (r Registry) Names() ([]string, error) {
+	m, err := r.List()
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return m[names[i]] < m[names[j]] })
+	return names, nil
+}
+
+func (r Registry) locked(fn func(*registryFile) (bool, error)) error {
+	dir := filepath.Dir(r.Path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("tenancy.registry: %w", err)
+	}
+	lock, err := os.OpenFile(r.Path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("tenancy.registry: %w", err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("tenancy.registry: lock: %w", err)
+	}
+	f := &registryFile{Tenants: map[string]uint32{}}
+	raw, err := os.ReadFile(r.Path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("tenancy.registry: %w", err)
+	default:
+		if err := json.Unmarshal(raw, f); err != nil {
+			return fmt.Errorf("tenancy.registry %s is corrupt: %w", r.Path, err)
+		}
+		if f.Tenants == nil {
+			f.Tenants = map[string]uint32{}
+		}
+	}
+	changed, err := fn(f)
+	if err != nil || !changed {
+		return err
+	}
+	out, _ := json.MarshalIndent(f, "", "  ")
+	return writeAtomic(r.Path, out)
+}
+
+func writeAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
