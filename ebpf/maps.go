@@ -23,6 +23,7 @@ type Maps struct {
 	Allow     *ebpf.Map // berth_allow: allow-list prefixes -> ports
 	Drops     *ebpf.Map // berth_drops: (tenant, reason) -> packets, per CPU
 	EDT       *ebpf.Map // berth_edt: (pod, direction) -> rate and clock
+	PodNets   *ebpf.Map // berth_podnets: the cluster's pod CIDRs
 	dir       string
 }
 
@@ -30,7 +31,7 @@ type Maps struct {
 func (m *Maps) Replacements(spec *ebpf.CollectionSpec) map[string]*ebpf.Map {
 	all := map[string]*ebpf.Map{
 		"berth_endpoints": m.Endpoints, "berth_allow": m.Allow,
-		"berth_drops": m.Drops, "berth_edt": m.EDT,
+		"berth_drops": m.Drops, "berth_edt": m.EDT, "berth_podnets": m.PodNets,
 	}
 	out := map[string]*ebpf.Map{}
 	for name, mp := range all {
@@ -43,7 +44,7 @@ func (m *Maps) Replacements(spec *ebpf.CollectionSpec) map[string]*ebpf.Map {
 
 // Close releases the maps' file descriptors; the pins keep them alive.
 func (m *Maps) Close() {
-	for _, mp := range []*ebpf.Map{m.Endpoints, m.Allow, m.Drops, m.EDT} {
+	for _, mp := range []*ebpf.Map{m.Endpoints, m.Allow, m.Drops, m.EDT, m.PodNets} {
 		if mp != nil {
 			mp.Close()
 		}
@@ -90,6 +91,7 @@ func OpenMaps(dir string) (*Maps, error) {
 		{&m.Allow, ts.Maps["berth_allow"]},
 		{&m.Drops, ts.Maps["berth_drops"]},
 		{&m.EDT, ss.Maps["berth_edt"]},
+		{&m.PodNets, ts.Maps["berth_podnets"]},
 	} {
 		if *x.dst, err = open(x.spec); err != nil {
 			m.Close()
@@ -211,14 +213,28 @@ func (m *Maps) SetAllow(p netip.Prefix, ports []AllowPort) error {
 // ClearAllowExcept deletes allow-list entries not in keep, so the map
 // follows the configuration when entries are removed from it.
 func (m *Maps) ClearAllowExcept(keep []netip.Prefix) error {
+	return clearLPMExcept(m.Allow, keep)
+}
+
+// SetPodNet records p as a pod CIDR of the cluster.
+func (m *Maps) SetPodNet(p netip.Prefix) error {
+	return m.PodNets.Update(AllowKeyFor(p), uint32(1), ebpf.UpdateAny)
+}
+
+// ClearPodNetsExcept deletes pod CIDRs not in keep.
+func (m *Maps) ClearPodNetsExcept(keep []netip.Prefix) error {
+	return clearLPMExcept(m.PodNets, keep)
+}
+
+func clearLPMExcept(mp *ebpf.Map, keep []netip.Prefix) error {
 	want := map[tenantAllowKey]bool{}
 	for _, p := range keep {
 		want[AllowKeyFor(p)] = true
 	}
 	var k tenantAllowKey
-	var v tenantAllowVal
 	var stale []tenantAllowKey
-	it := m.Allow.Iterate()
+	it := mp.Iterate()
+	var v []byte
 	for it.Next(&k, &v) {
 		if !want[k] {
 			stale = append(stale, k)
@@ -228,7 +244,7 @@ func (m *Maps) ClearAllowExcept(keep []netip.Prefix) error {
 		return err
 	}
 	for _, k := range stale {
-		if err := m.Allow.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := mp.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return err
 		}
 	}

@@ -115,6 +115,7 @@ type shapeMapSpecs struct {
 	BerthDrops     *ebpf.MapSpec `ebpf:"berth_drops"`
 	BerthEdt       *ebpf.MapSpec `ebpf:"berth_edt"`
 	BerthEndpoints *ebpf.MapSpec `ebpf:"berth_endpoints"`
+	BerthPodnets   *ebpf.MapSpec `ebpf:"berth_podnets"`
 }
 
 // shapeVariableSpecs contains global variables before they are loaded into the kernel.
@@ -152,6 +153,7 @@ type shapeMaps struct {
 	BerthDrops     *ebpf.Map `ebpf:"berth_drops"`
 	BerthEdt       *ebpf.Map `ebpf:"berth_edt"`
 	BerthEndpoints *ebpf.Map `ebpf:"berth_endpoints"`
+	BerthPodnets   *ebpf.Map `ebpf:"berth_podnets"`
 }
 
 func (m *shapeMaps) Close() error {
@@ -160,6 +162,7 @@ func (m *shapeMaps) Close() error {
 		m.BerthDrops,
 		m.BerthEdt,
 		m.BerthEndpoints,
+		m.BerthPodnets,
 	)
 }
 

@@ -190,7 +190,7 @@ func (m *Maps) shapeDir(l netlink.Link, pod netip.Addr, dir uint32, r Rate, path
 		}
 		consts["edt_pod"] = AddrKey(pod).B
 		consts["edt_dir"] = dir
-	} else if err := setHTB(l, r.BitsPerSec, burst); err != nil {
+	} else if err := setHTB(l, r.BitsPerSec, burst, dir == 1); err != nil {
 		return err
 	}
 	_, err = m.loadAndAttach("shaping", spec, consts, l.Attrs().Index, places)

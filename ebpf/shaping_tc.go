@@ -24,7 +24,14 @@ var (
 	leafHandle = netlink.MakeHandle(0x10, 0)
 )
 
-func setHTB(l netlink.Link, bitsPerSec, burstBits uint64) error {
+// setHTB shapes l's egress. segment is for ingress shaping on the ifb:
+// there the packets are whatever the sender built, up to 64 KiB GSO
+// super-packets that a byte-limited FIFO sized for a few milliseconds at a
+// low rate would drop whole (TCP then collapses). A TBF leaf running at
+// twice the class rate never limits, but it splits any packet longer than
+// its two-frame bucket into frames on enqueue, so the small queue holds
+// frames and latency stays bounded.
+func setHTB(l netlink.Link, bitsPerSec, burstBits uint64, segment bool) error {
 	idx := l.Attrs().Index
 	root := netlink.NewHtb(netlink.QdiscAttrs{LinkIndex: idx, Handle: htbRoot, Parent: netlink.HANDLE_ROOT})
 	root.Defcls = 1
@@ -44,6 +51,19 @@ func setHTB(l netlink.Link, bitsPerSec, burstBits uint64) error {
 		netlink.HtbClassAttrs{Rate: ctl, Ceil: ctl})
 	if err := netlink.ClassReplace(control); err != nil {
 		return fmt.Errorf("htb class 1:2: %w", err)
+	}
+	if segment {
+		rate := bitsPerSec / 8 * 2
+		tbf := &netlink.Tbf{
+			QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx, Handle: leafHandle, Parent: htbShaped},
+			Rate:       rate,
+			Limit:      QueueBytes(bitsPerSec),
+			Buffer:     netlink.Xmittime(rate, 2*1514),
+		}
+		if err := netlink.QdiscReplace(tbf); err != nil {
+			return fmt.Errorf("tbf leaf: %w", err)
+		}
+		return nil
 	}
 	return replaceBfifo(idx, htbShaped, leafHandle, QueueBytes(bitsPerSec))
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,33 +16,36 @@ import (
 // receiver-side rate in bit/s.
 func iperf(t *testing.T, serverNS, clientNS, addr string, secs int, parallel int) float64 {
 	t.Helper()
-	srv := exec.Command("nsenter", "--net=/run/netns/"+serverNS, "--", "iperf3", "-s", "-1", "-p", "5299")
+	port := fmt.Sprint(20000 + time.Now().UnixNano()%20000)
+	srv := exec.Command("nsenter", "--net=/run/netns/"+serverNS, "--", "iperf3", "-s", "-1", "-p", port)
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	var out []byte
-	var err error
-	for i := 0; i < 50; i++ {
-		out, err = exec.Command("nsenter", "--net=/run/netns/"+clientNS, "--", "iperf3", "-c", addr, "-p", "5299",
-			"-t", fmt.Sprint(secs), "-P", fmt.Sprint(parallel), "-J").Output()
-		if err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("iperf3: %v %s", err, out)
-	}
-	var r struct {
-		End struct {
+	type result struct {
+		Error string `json:"error"`
+		End   struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
 		} `json:"end"`
 	}
-	if err := json.Unmarshal(out, &r); err != nil {
-		t.Fatal(err)
+	var r result
+	// The server needs a moment to listen; retry while it refuses.
+	for i := 0; ; i++ {
+		out, _ := exec.Command("nsenter", "--net=/run/netns/"+clientNS, "--", "iperf3", "-c", addr, "-p", port,
+			"-t", fmt.Sprint(secs), "-P", fmt.Sprint(parallel), "-J").Output()
+		r = result{}
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatalf("iperf3 output %q: %v", out, err)
+		}
+		if r.Error == "" || !strings.Contains(r.Error, "connect") || i == 50 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r.Error != "" {
+		t.Fatalf("iperf3: %s", r.Error)
 	}
 	return r.End.SumReceived.BitsPerSecond
 }

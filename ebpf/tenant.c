@@ -117,7 +117,13 @@ int tenant_vni_ingress(struct __sk_buff *skb)
 	if (allowed(&p.dst, p.l4, p.dport) || allowed(&p.src, p.l4, p.sport))
 		return TC_ACT_UNSPEC;
 	struct endpoint *ep = bpf_map_lookup_elem(&berth_endpoints, &p.dst);
-	if (ep && ep->tenant != vni_tenant) {
+	if (!ep || ep->tenant == vni_tenant)
+		return TC_ACT_UNSPEC;
+	/* Only pod-sourced packets are bound to their tenant's VNI; the
+	 * default tenant's VNI also carries node traffic (SNATed services). */
+	struct allow_key k = { .prefixlen = 128 };
+	__builtin_memcpy(&k.addr, &p.src, sizeof(k.addr));
+	if (bpf_map_lookup_elem(&berth_podnets, &k)) {
 		count_drop(vni_tenant, DROP_VNI);
 		return TC_ACT_SHOT;
 	}

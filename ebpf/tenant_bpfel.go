@@ -101,6 +101,7 @@ type tenantMapSpecs struct {
 	BerthAllow     *ebpf.MapSpec `ebpf:"berth_allow"`
 	BerthDrops     *ebpf.MapSpec `ebpf:"berth_drops"`
 	BerthEndpoints *ebpf.MapSpec `ebpf:"berth_endpoints"`
+	BerthPodnets   *ebpf.MapSpec `ebpf:"berth_podnets"`
 }
 
 // tenantVariableSpecs contains global variables before they are loaded into the kernel.
@@ -138,6 +139,7 @@ type tenantMaps struct {
 	BerthAllow     *ebpf.Map `ebpf:"berth_allow"`
 	BerthDrops     *ebpf.Map `ebpf:"berth_drops"`
 	BerthEndpoints *ebpf.Map `ebpf:"berth_endpoints"`
+	BerthPodnets   *ebpf.Map `ebpf:"berth_podnets"`
 }
 
 func (m *tenantMaps) Close() error {
@@ -145,6 +147,7 @@ func (m *tenantMaps) Close() error {
 		m.BerthAllow,
 		m.BerthDrops,
 		m.BerthEndpoints,
+		m.BerthPodnets,
 	)
 }
 

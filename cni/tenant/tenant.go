@@ -124,6 +124,12 @@ func (r Registry) Index(name string) (uint32, error) {
 			idx = i
 			return false, nil
 		}
+		if len(f.Tenants) == 0 && name != Default {
+			// Index 0 is always the default tenant: its VNI (vniBase) and
+			// the main routing table also carry the node's own traffic.
+			f.Tenants[Default] = 0
+			f.Next = 1
+		}
 		if f.Next >= MaxTenants {
 			return false, fmt.Errorf("tenancy.registry: all %d tenant indexes are used", MaxTenants)
 		}

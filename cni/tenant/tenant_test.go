@@ -118,14 +118,24 @@ func TestRegistryProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m) != 5 {
-		t.Fatalf("%d tenants registered, want 5: %v", len(m), m)
+	if len(m) != 6 || m[Default] != 0 {
+		t.Fatalf("want default at 0 plus 5 tenants, got %v", m)
 	}
 	seen := map[uint32]bool{}
 	for _, i := range m {
-		if seen[i] || i >= 5 {
+		if seen[i] || i >= 6 {
 			t.Errorf("bad index set %v", m)
 		}
 		seen[i] = true
+	}
+}
+
+func TestRegistryDefaultIsZero(t *testing.T) {
+	r := Registry{Path: filepath.Join(t.TempDir(), "tenants.json")}
+	if i, err := r.Index("team-a"); err != nil || i != 1 {
+		t.Fatalf("first named tenant = %d, %v; want 1 (0 is the default tenant)", i, err)
+	}
+	if i, err := r.Index(Default); err != nil || i != 0 {
+		t.Fatalf("default = %d, %v; want 0", i, err)
 	}
 }

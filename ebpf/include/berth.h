@@ -86,6 +86,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } berth_drops SEC(".maps");
 
+/* berth_podnets: every pod CIDR of the cluster. A packet whose source is
+ * in one came from a pod; anything else (node addresses after kube-proxy
+ * SNAT, external clients) is not subject to the VNI guard. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4096);
+	__type(key, struct allow_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_podnets SEC(".maps");
+
 static __always_inline void addr_from4(struct addr *a, __be32 ip)
 {
 	__builtin_memset(a, 0, sizeof(*a));
