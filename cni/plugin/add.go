@@ -61,6 +61,13 @@ func Add(args *skel.CmdArgs) (retErr error) {
 		}
 	})
 
+	// The tenant decides the VNI and routing table in vxlan mode and the
+	// isolation identity everywhere, so it is settled before any link.
+	if r.conf.Tenancy.On() {
+		if r.tenantName, r.tenantIdx, err = r.tenant(); err != nil {
+			return err
+		}
+	}
 	switch r.conf.Mode {
 	case config.ModeMacvlan, config.ModeIPvlan:
 		err = r.addSub(netns, master, mtu, res)
@@ -188,7 +195,44 @@ func (r *request) addRouted(netns ns.NetNS, underlay netlink.Link, mtu int, res 
 	if err := ip.EnableForward(res.IPs); err != nil {
 		return types.NewError(config.ErrCodeLinkSetup, "enable IP forwarding", err.Error())
 	}
+	if err := r.addTenantRule(res); err != nil {
+		return err
+	}
 	return r.ensureOverlay(underlay)
+}
+
+// addTenantRule steers a non-default tenant's pod into its tenant's
+// routing table, whose remote pod CIDRs go out through the tenant's own
+// VXLAN device (VNI vniBase+index): tenants are apart on the wire too.
+func (r *request) addTenantRule(res *current.Result) error {
+	table := overlay.TableFor(r.tenantIdx)
+	if table == 0 {
+		return nil
+	}
+	for _, ipc := range res.IPs {
+		rule := tenantRule(ipc.Address.IP, table)
+		if err := netlink.RuleAdd(rule); err != nil && !errors.Is(err, unix.EEXIST) {
+			return types.NewError(config.ErrCodeLinkSetup, fmt.Sprintf("ip rule from %s lookup %d", ipc.Address.IP, table), err.Error())
+		}
+		r.onRollback(func() { _ = netlink.RuleDel(rule) })
+	}
+	return nil
+}
+
+// TenantRulePriority places berth's source rules before the main table.
+const TenantRulePriority = 1000
+
+func tenantRule(ip net.IP, table int) *netlink.Rule {
+	rule := netlink.NewRule()
+	rule.Src = &net.IPNet{IP: ip, Mask: hostPrefixLen(ip)}
+	rule.Table = table
+	rule.Priority = TenantRulePriority
+	if ip.To4() == nil {
+		rule.Family = netlink.FAMILY_V6
+	} else {
+		rule.Family = netlink.FAMILY_V4
+	}
+	return rule
 }
 
 // configureRoutedPod runs inside the pod: address /32, an on-link route to
@@ -241,9 +285,18 @@ func (r *request) ensureOverlay(underlay netlink.Link) error {
 	if err != nil {
 		return err
 	}
+	if r.conf.Tenancy.On() {
+		*dev = overlay.TenantDevice(*dev, r.conf.Tenancy.VNIBase, r.tenantIdx)
+	}
 	if _, err := dev.Ensure(); err != nil {
 		return types.NewError(config.ErrCodeLinkSetup, fmt.Sprintf("vni: ensure VXLAN device %s", dev.Name()), err.Error())
 	}
+	podNets := []netip.Prefix{dev.PodCIDR}
+	defer func() {
+		if err := r.registerPodNets(podNets); err != nil {
+			r.log.Warn("registering pod CIDRs for the VNI guard failed", "error", err)
+		}
+	}()
 	if r.conf.PeersFile == "" {
 		return nil
 	}
@@ -251,6 +304,11 @@ func (r *request) ensureOverlay(underlay netlink.Link) error {
 	if err != nil {
 		r.log.Warn("peersFile unusable; remote nodes unreachable until it is fixed", "peersFile", r.conf.PeersFile, "error", err)
 		return nil
+	}
+	for _, p := range peers {
+		if c, err := netip.ParsePrefix(p.PodCIDR); err == nil {
+			podNets = append(podNets, c.Masked())
+		}
 	}
 	if _, err := dev.Reconcile(peers, r.conf.NodeName); err != nil {
 		r.log.Warn("programming VXLAN peers failed", "error", err)

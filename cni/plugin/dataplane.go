@@ -88,10 +88,7 @@ func (r *request) addDataplane(netns ns.NetNS, res *current.Result, mac net.Hard
 	if !r.dataplaneWanted() {
 		return nil
 	}
-	name, idx, err := r.tenant()
-	if err != nil {
-		return err
-	}
+	name, idx := r.tenantName, r.tenantIdx
 	maps, err := bebpf.OpenMaps(r.conf.BPFPinDir)
 	if err != nil {
 		return types.NewError(ErrCodeDataplane, "bpfPinDir: cannot open the dataplane maps", err.Error())
@@ -219,4 +216,49 @@ func (r *request) checkDataplane(netns ns.NetNS, prev *current.Result) error {
 		}
 		return nil
 	})
+}
+
+// registerPodNets records the cluster's pod CIDRs for the VNI guard, which
+// binds only pod-sourced packets to their tenant's VNI.
+func (r *request) registerPodNets(nets []netip.Prefix) error {
+	if !r.conf.Tenancy.On() {
+		return nil
+	}
+	maps, err := bebpf.OpenMaps(r.conf.BPFPinDir)
+	if err != nil {
+		return err
+	}
+	defer maps.Close()
+	for _, n := range nets {
+		if n.IsValid() {
+			if err := maps.SetPodNet(n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// deleteTenantRules removes berth's source rules for addrs (DEL, GC).
+func deleteTenantRules(addrs []netip.Addr) error {
+	var errs []error
+	for _, a := range addrs {
+		family := netlink.FAMILY_V4
+		if a.Is6() {
+			family = netlink.FAMILY_V6
+		}
+		rules, err := netlink.RuleListFiltered(family, &netlink.Rule{Src: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}}, netlink.RT_FILTER_SRC)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for i := range rules {
+			if rules[i].Priority == TenantRulePriority {
+				if err := netlink.RuleDel(&rules[i]); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

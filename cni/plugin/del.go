@@ -43,6 +43,11 @@ func Del(args *skel.CmdArgs) error {
 			return types.NewError(types.ErrIOFailure, "delete host veth", err.Error())
 		}
 	}
+	if r.conf.Mode == config.ModeVXLAN {
+		if err := deleteTenantRules(addrs); err != nil {
+			return types.NewError(types.ErrIOFailure, "delete tenant routing rules", err.Error())
+		}
+	}
 	if err := r.forgetEndpoints(addrs); err != nil {
 		return types.NewError(ErrCodeDataplane, "forget dataplane endpoints", err.Error())
 	}

@@ -69,6 +69,11 @@ func GC(args *skel.CmdArgs) error {
 	if len(released) > 0 {
 		r.log.Info("gc: released addresses", "count", len(released), "addresses", released)
 	}
+	if r.conf.Mode == config.ModeVXLAN {
+		if err := deleteTenantRules(released); err != nil {
+			return types.NewError(types.ErrIOFailure, "gc: delete tenant routing rules", err.Error())
+		}
+	}
 	if err := r.forgetEndpoints(released); err != nil {
 		return types.NewError(ErrCodeDataplane, "gc: forget dataplane endpoints", err.Error())
 	}

@@ -44,6 +44,10 @@ type request struct {
 	log  *slog.Logger
 	att  ipam.Attachment
 	undo []func() // ADD's rollback steps, run in reverse on failure
+
+	// Set by ADD when tenancy is on.
+	tenantName string
+	tenantIdx  uint32
 }
 
 func load(args *skel.CmdArgs, verb string) (*request, func(), error) {
