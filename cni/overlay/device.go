@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -41,6 +42,10 @@ type Device struct {
 	PodCIDR netip.Prefix // this node's pod CIDR; invalid => the device's addresses are left alone
 	MTU     int          // 0 => underlay link MTU minus the VXLAN overhead
 	LockDir string       // "" => DefaultLockDir
+	// Table is the routing table that receives the routes to remote pod
+	// CIDRs; 0 => the main table. Only routes on this device in this
+	// table are pruned, so a device never touches another table's state.
+	Table int
 
 	// Logger receives debug records of every change; nil => slog.Default().
 	Logger *slog.Logger
@@ -73,6 +78,14 @@ func (d *Device) port() int {
 
 func (d *Device) localIP() netip.Addr { return d.LocalIP.Unmap() }
 
+// table returns the kernel table ID of the device's routes.
+func (d *Device) table() int {
+	if d.Table == 0 {
+		return unix.RT_TABLE_MAIN
+	}
+	return d.Table
+}
+
 // validate checks the fields that cannot be defaulted.
 func (d *Device) validate() error {
 	if d.VNI == 0 || d.VNI > maxVNI {
@@ -86,6 +99,15 @@ func (d *Device) validate() error {
 	}
 	if d.MTU != 0 && d.MTU < minMTU {
 		return fmt.Errorf("overlay: MTU %d below the minimum of %d", d.MTU, minMTU)
+	}
+	// The local table decides what is addressed to this host and "default"
+	// is consulted after main by the stock rules; pod routes in either
+	// would hijack traffic that has nothing to do with the overlay.
+	switch t := d.Table; {
+	case t < 0 || int64(t) > math.MaxUint32:
+		return fmt.Errorf("overlay: routing table %d out of range 0-%d", t, uint32(math.MaxUint32))
+	case t == unix.RT_TABLE_LOCAL || t == unix.RT_TABLE_DEFAULT:
+		return fmt.Errorf("overlay: routing table %d is reserved (local/default), use 0 for main or a table of its own", t)
 	}
 	return nil
 }

@@ -49,12 +49,13 @@ func (d *Device) desired(peers []Peer, selfName string) ([]remote, error) {
 // Ensure, then for every remote peer (every peer except the one whose
 // underlay IP is LocalIP or whose name is selfName) programs
 //
-//	route  <podCIDR> via <podCIDR network address> dev berth.<vni> onlink
+//	route  <podCIDR> via <podCIDR network address> dev berth.<vni> onlink table <Table>
 //	neigh  <podCIDR network address> lladdr MACFor(vni, underlayIP) nud permanent
 //	fdb    MACFor(vni, underlayIP) dst <underlayIP> self permanent
 //
-// and finally deletes every route (main table, output device berth.<vni>),
-// permanent neighbour and FDB entry on the device that is not in that set.
+// and finally deletes every route (table Device.Table, i.e. main for 0,
+// output device berth.<vni>), permanent neighbour and FDB entry on the device
+// that is not in that set.
 // Entries are added before stale ones are deleted, and for one peer the FDB
 // entry before the neighbour before the route (deletion in reverse), so a
 // route never points into an unresolvable next hop.
@@ -80,7 +81,7 @@ func (d *Device) Reconcile(peers []Peer, selfName string) (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
-	s := syncer{link: link, vni: d.VNI, log: d.log().With("device", link.Attrs().Name), remotes: remotes}
+	s := syncer{link: link, vni: d.VNI, table: d.table(), log: d.log().With("device", link.Attrs().Name), remotes: remotes}
 	st := Stats{Peers: len(remotes)}
 	var errs []error
 	for _, step := range []func(*Stats) error{
@@ -101,6 +102,7 @@ func (d *Device) Reconcile(peers []Peer, selfName string) (Stats, error) {
 type syncer struct {
 	link    netlink.Link
 	vni     uint32
+	table   int // kernel table ID of the routes (RT_TABLE_MAIN for Device.Table 0)
 	log     *slog.Logger
 	remotes []remote
 }
@@ -316,7 +318,7 @@ func (s *syncer) pruneNeighs(st *Stats) error {
 func (s *syncer) listRoutes() ([]netlink.Route, error) {
 	routes, err := dump(func() ([]netlink.Route, error) {
 		return netlink.RouteListFiltered(netlink.FAMILY_ALL,
-			&netlink.Route{LinkIndex: s.index(), Table: unix.RT_TABLE_MAIN},
+			&netlink.Route{LinkIndex: s.index(), Table: s.table},
 			netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
@@ -368,7 +370,7 @@ func (s *syncer) addRoutes(st *Stats) error {
 			Dst:       prefixOf(r.podCIDR),
 			Gw:        ipOf(r.gateway()),
 			Flags:     int(netlink.FLAG_ONLINK),
-			Table:     unix.RT_TABLE_MAIN,
+			Table:     s.table,
 			Scope:     netlink.SCOPE_UNIVERSE,
 		})
 		if err != nil {
@@ -376,7 +378,7 @@ func (s *syncer) addRoutes(st *Stats) error {
 			continue
 		}
 		st.Added++
-		s.log.Debug("added route", "peer", r.name, "dst", r.podCIDR.String(), "via", r.gateway().String())
+		s.log.Debug("added route", "peer", r.name, "dst", r.podCIDR.String(), "via", r.gateway().String(), "table", s.table)
 	}
 	return errors.Join(errs...)
 }
@@ -410,7 +412,7 @@ func (s *syncer) pruneRoutes(st *Stats) error {
 			continue
 		}
 		st.Removed++
-		s.log.Debug("deleted stale route", "dst", dst.String(), "via", addrOf(rt.Gw).String())
+		s.log.Debug("deleted stale route", "dst", dst.String(), "via", addrOf(rt.Gw).String(), "table", s.table)
 	}
 	return errors.Join(errs...)
 }

@@ -90,6 +90,8 @@ type call struct {
 	peers   []Peer
 	self    string
 	podCIDR netip.Prefix
+	vni     uint32
+	table   int
 }
 
 // fakeWatcher wires a Watcher to a fake apply function and collects results.
@@ -101,7 +103,7 @@ type fakeWatcher struct {
 	done    chan error
 }
 
-func startFakeWatcher(t *testing.T, path string, resync time.Duration) *fakeWatcher {
+func startFakeWatcher(t *testing.T, path string, resync time.Duration, opts ...func(*Watcher)) *fakeWatcher {
 	t.Helper()
 	fw := &fakeWatcher{calls: make(chan call, 100), results: make(chan Result, 100), done: make(chan error, 1)}
 	fw.w = &Watcher{
@@ -113,9 +115,12 @@ func startFakeWatcher(t *testing.T, path string, resync time.Duration) *fakeWatc
 		Logger:         testLogger(t),
 		OnResult:       func(r Result) { fw.results <- r },
 		apply: func(d *Device, peers []Peer, self string) (Stats, error) {
-			fw.calls <- call{peers: peers, self: self, podCIDR: d.PodCIDR}
+			fw.calls <- call{peers: peers, self: self, podCIDR: d.PodCIDR, vni: d.VNI, table: d.Table}
 			return Stats{Peers: len(peers) - 1}, nil
 		},
+	}
+	for _, o := range opts {
+		o(fw.w)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	fw.cancel = cancel
