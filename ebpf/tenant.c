@@ -67,6 +67,18 @@ static __always_inline int drop(__u32 reason)
 	return TC_ACT_SHOT;
 }
 
+/* permitted reports whether the packet is to or from an allow-listed
+ * service: requests to its (protocol, port), its replies from that port,
+ * and ARP for its address. The check is stateless, so a service may also
+ * originate from its listed port; the allow-list is for shared
+ * infrastructure (cluster DNS), which is trusted that far. */
+static __always_inline int permitted(const struct pkt *p)
+{
+	if (p->proto == ETH_P_ARP)
+		return allowed_any(&p->dst) || allowed_any(&p->src);
+	return allowed(&p->dst, p->l4, p->dport) || allowed(&p->src, p->l4, p->sport);
+}
+
 SEC("tc")
 int tenant_pod_egress(struct __sk_buff *skb)
 {
@@ -81,7 +93,7 @@ int tenant_pod_egress(struct __sk_buff *skb)
 	}
 	if (!own(&p.src, p.proto))
 		return drop(DROP_SPOOF);
-	if (allowed(&p.dst, p.l4, p.dport))
+	if (permitted(&p))
 		return TC_ACT_UNSPEC;
 	if (foreign(&p.dst))
 		return drop(DROP_TENANT);
@@ -94,8 +106,7 @@ int tenant_pod_ingress(struct __sk_buff *skb)
 	struct pkt p;
 	if (parse(skb, &p) < 0)
 		return TC_ACT_UNSPEC;
-	/* Replies from an allow-listed service come from its port. */
-	if (allowed(&p.src, p.l4, p.sport))
+	if (permitted(&p))
 		return TC_ACT_UNSPEC;
 	if (foreign(&p.src))
 		return drop(DROP_TENANT);
@@ -114,7 +125,7 @@ int tenant_vni_ingress(struct __sk_buff *skb)
 	struct pkt p;
 	if (parse(skb, &p) < 0)
 		return TC_ACT_UNSPEC;
-	if (allowed(&p.dst, p.l4, p.dport) || allowed(&p.src, p.l4, p.sport))
+	if (permitted(&p))
 		return TC_ACT_UNSPEC;
 	struct endpoint *ep = bpf_map_lookup_elem(&berth_endpoints, &p.dst);
 	if (!ep || ep->tenant == vni_tenant)

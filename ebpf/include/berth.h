@@ -132,6 +132,15 @@ static __always_inline void count_drop(__u32 tenant, __u32 reason)
 	bpf_map_update_elem(&berth_drops, &k, &one, BPF_NOEXIST);
 }
 
+/* allowed_any reports whether a lies in any allow-list prefix: ARP to and
+ * from an allow-listed service must work whatever its ports. */
+static __always_inline int allowed_any(const struct addr *a)
+{
+	struct allow_key k = { .prefixlen = 128 };
+	__builtin_memcpy(&k.addr, a, sizeof(k.addr));
+	return bpf_map_lookup_elem(&berth_allow, &k) != 0;
+}
+
 /* allowed reports whether (a, proto, port) is on the allow-list. */
 static __always_inline int allowed(const struct addr *a, __u8 proto, __u16 port)
 {

@@ -187,6 +187,7 @@ type cniCall struct {
 	ContainerID string
 	Netns       string
 	IfName      string
+	Args        string // CNI_ARGS
 	Conf        []byte
 }
 
@@ -211,6 +212,7 @@ func (n node) invoke(c cniCall) ([]byte, error) {
 		"CNI_NETNS=" + c.Netns,
 		"CNI_IFNAME=" + c.IfName,
 		"CNI_PATH=" + cniPath,
+		"CNI_ARGS=" + c.Args,
 		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
 	}
 	cmd.Stdin = bytes.NewReader(c.Conf)
@@ -234,6 +236,8 @@ func (n node) invoke(c cniCall) ([]byte, error) {
 // pod is one attachment made by add.
 type pod struct {
 	ns     netNS
+	node   netNS  // the node namespace the plugin ran in
+	args   string // CNI_ARGS used at ADD, repeated on CHECK and DEL
 	id     string
 	ifName string
 	result *current.Result
@@ -245,7 +249,7 @@ func (p pod) ip() string { return p.result.IPs[0].Address.IP.String() }
 // add attaches a fresh pod namespace and fails the test on error.
 func (n node) add(t *testing.T, conf []byte) pod {
 	t.Helper()
-	p := pod{ns: newNS(t, "p"), id: "ctr-" + randHex(8), ifName: "eth0"}
+	p := pod{ns: newNS(t, "p"), node: n.netNS, id: "ctr-" + randHex(8), ifName: "eth0"}
 	raw, err := n.invoke(cniCall{Command: "ADD", ContainerID: p.id, Netns: p.ns.Path(), IfName: p.ifName, Conf: conf})
 	if err != nil {
 		t.Fatalf("ADD: %v", err)
@@ -306,13 +310,13 @@ func setJSON(t *testing.T, conf []byte, k string, v any) []byte {
 
 func (n node) check(t *testing.T, conf []byte, p pod) error {
 	t.Helper()
-	_, err := n.invoke(cniCall{Command: "CHECK", ContainerID: p.id, Netns: p.ns.Path(), IfName: p.ifName, Conf: withPrev(t, conf, p.raw)})
+	_, err := n.invoke(cniCall{Command: "CHECK", ContainerID: p.id, Netns: p.ns.Path(), IfName: p.ifName, Args: p.args, Conf: withPrev(t, conf, p.raw)})
 	return err
 }
 
 func (n node) del(t *testing.T, conf []byte, p pod) {
 	t.Helper()
-	if _, err := n.invoke(cniCall{Command: "DEL", ContainerID: p.id, Netns: p.ns.Path(), IfName: p.ifName, Conf: withPrev(t, conf, p.raw)}); err != nil {
+	if _, err := n.invoke(cniCall{Command: "DEL", ContainerID: p.id, Netns: p.ns.Path(), IfName: p.ifName, Args: p.args, Conf: withPrev(t, conf, p.raw)}); err != nil {
 		t.Fatalf("DEL %s: %v", p.id, err)
 	}
 }
@@ -352,4 +356,47 @@ func wantCode(t *testing.T, err error, code uint, substr string) {
 	if !strings.Contains(ce.Msg, substr) {
 		t.Errorf("message %q does not mention %q", ce.Msg, substr)
 	}
+}
+
+func mustUnmarshal(t *testing.T, raw []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(raw, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// jsonField returns top-level key k of conf.
+func jsonField(t *testing.T, conf []byte, k string) any {
+	t.Helper()
+	var m map[string]any
+	mustUnmarshal(t, conf, &m)
+	return m[k]
+}
+
+func mergeMap(t *testing.T, base any, extra map[string]any) map[string]any {
+	t.Helper()
+	out := map[string]any{}
+	if m, ok := base.(map[string]any); ok {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	for k, v := range extra {
+		out[k] = v
+	}
+	return out
+}
+
+// buildNetd builds berth-netd once per test binary.
+func buildNetd(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(binDir, "berth-netd")
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	out, err := exec.Command("go", "build", "-o", path, "github.com/berthdev/berth/cmd/berth-netd").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build berth-netd: %v\n%s", err, out)
+	}
+	return path
 }
