@@ -117,10 +117,14 @@ func TestSTATUS(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := n.invoke(cniCall{Command: "STATUS", Conf: tc.conf})
+			out, err := n.invoke(cniCall{Command: "STATUS", Conf: tc.conf})
 			if tc.code == 0 {
 				if err != nil {
 					t.Fatalf("STATUS: %v", err)
+				}
+				// The shaping path chosen for this kernel is reported.
+				if !strings.Contains(string(out), `"shaping":"htb"`) && !strings.Contains(string(out), `"shaping":"edt-fq"`) {
+					t.Errorf("STATUS does not report the dataplane path: %q", out)
 				}
 				return
 			}
