@@ -356,3 +356,35 @@ func checkTenantVNIs(t *testing.T, pods map[string]pod) {
 		}
 	}
 }
+
+// TestEnforcementNeedsNetAdmin: a process in the pod without
+// CAP_NET_ADMIN (every ordinary pod) cannot remove its queues, programs or
+// ifb; CHECK still passes and isolation still holds afterwards.
+func TestEnforcementNeedsNetAdmin(t *testing.T) {
+	requireRoot(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv (util-linux) not installed")
+	}
+	n := newMacvlanNode(t)
+	conf := netConf(t, "1.1.0", "bti-cap", "macvlan", n.Uplink, "198.18.54.0/24", map[string]any{
+		"bandwidth": map[string]any{"egressRate": 50e6, "ingressRate": 50e6},
+	})
+	p, other := n.addTenant(t, conf, "team-a"), n.addTenant(t, conf, "team-b")
+	for _, args := range [][]string{
+		{"tc", "qdisc", "del", "dev", "eth0", "root"},
+		{"tc", "qdisc", "del", "dev", "eth0", "clsact"},
+		{"ip", "link", "del", "bifb-eth0"},
+		{"ip", "link", "set", "eth0", "address", "02:00:00:00:00:99"},
+	} {
+		unpriv := append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"}, args...)
+		if out, err := p.ns.exec("setpriv", unpriv...).CombinedOutput(); err == nil {
+			t.Errorf("unprivileged %v succeeded: %s", args, out)
+		}
+	}
+	if err := n.check(t, conf, p); err != nil {
+		t.Errorf("CHECK after the attempts: %v", err)
+	}
+	if p.reach(other, "icmp") {
+		t.Error("cross-tenant ping got through after the attempts")
+	}
+}
