@@ -81,6 +81,24 @@ func TestParse(t *testing.T) {
 		{name: "missing ipam", conf: `{"cniVersion":"1.1.0","name":"n"}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "ipam"},
 		{name: "bad cidr", conf: `{"cniVersion":"1.1.0","name":"n","ipam":{"subnet":"198.18.10.0/33"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "ipam.subnet"},
 		{name: "bad log level", conf: `{"cniVersion":"1.1.0","name":"n","logLevel":"loud","ipam":{"subnet":"198.18.10.0/24"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "logLevel"},
+		{name: "bandwidth rate too low", conf: `{"cniVersion":"1.1.0","name":"n","bandwidth":{"egressRate":100},"ipam":{"subnet":"198.18.10.0/24"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "bandwidth.egressRate"},
+		{name: "runtime bandwidth rate too high", conf: `{"cniVersion":"1.1.0","name":"n","runtimeConfig":{"bandwidth":{"ingressRate":2000000000000}},"ipam":{"subnet":"198.18.10.0/24"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "runtimeConfig.bandwidth.ingressRate"},
+		{name: "allow-list bad cidr", conf: `{"cniVersion":"1.1.0","name":"n","tenancy":{"allow":[{"cidr":"10.96.0.10"}]},"ipam":{"subnet":"198.18.10.0/24"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "tenancy.allow[0].cidr"},
+		{name: "allow-list bad protocol", conf: `{"cniVersion":"1.1.0","name":"n","tenancy":{"allow":[{"cidr":"10.96.0.10/32","ports":[{"protocol":"gre"}]}]},"ipam":{"subnet":"198.18.10.0/24"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "tenancy.allow[0].ports[0].protocol"},
+		{name: "vniBase leaves no room", conf: `{"cniVersion":"1.1.0","name":"n","mode":"vxlan","tenancy":{"vniBase":16777000},"ipam":{"subnet":"198.18.10.0/24"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "tenancy.vniBase"},
+		{name: "pin dir outside bpffs", conf: `{"cniVersion":"1.1.0","name":"n","bpfPinDir":"/tmp/x","ipam":{"subnet":"198.18.10.0/24"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "bpfPinDir"},
+		{
+			name: "runtime bandwidth overrides the network default",
+			conf: `{"cniVersion":"1.1.0","name":"n","bandwidth":{"egressRate":10000000},"runtimeConfig":{"bandwidth":{"egressRate":20000000}},"ipam":{"subnet":"198.18.10.0/24"}}`,
+			check: func(t *testing.T, c *NetConf) {
+				if bw := c.EffectiveBandwidth(); bw == nil || bw.EgressRate != 20e6 {
+					t.Errorf("EffectiveBandwidth = %+v, want egress 20M", bw)
+				}
+				if !c.Tenancy.On() || c.Tenancy.VNIBase != 1 || c.BPFPinDir != DefaultBPFPinDir {
+					t.Errorf("dataplane defaults not filled: %+v %s", c.Tenancy, c.BPFPinDir)
+				}
+			},
+		},
 		{name: "bad prevResult", conf: `{"cniVersion":"1.1.0","name":"n","ipam":{"subnet":"198.18.10.0/24"},"prevResult":{"ips":"nope"}}`, wantCode: types.ErrDecodingFailure, wantMsg: "prevResult"},
 	}
 	for _, tc := range tests {
