@@ -1,53 +1,24 @@
 package ebpf
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os/exec"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/berthdev/berth/test/testnet"
 )
 
-// iperf runs a TCP test from client ns to server address and returns the
-// receiver-side rate in bit/s.
+// iperf measures TCP from clientNS to addr in serverNS, in bit/s.
 func iperf(t *testing.T, serverNS, clientNS, addr string, secs int, parallel int) float64 {
 	t.Helper()
-	port := fmt.Sprint(20000 + time.Now().UnixNano()%20000)
-	srv := exec.Command("nsenter", "--net=/run/netns/"+serverNS, "--", "iperf3", "-s", "-1", "-p", port)
-	if err := srv.Start(); err != nil {
+	bps, err := testnet.IperfTCP(serverNS, clientNS, addr, secs, parallel)
+	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	type result struct {
-		Error string `json:"error"`
-		End   struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	var r result
-	// The server needs a moment to listen; retry while it refuses.
-	for i := 0; ; i++ {
-		out, _ := exec.Command("nsenter", "--net=/run/netns/"+clientNS, "--", "iperf3", "-c", addr, "-p", port,
-			"-t", fmt.Sprint(secs), "-P", fmt.Sprint(parallel), "-J").Output()
-		r = result{}
-		if err := json.Unmarshal(out, &r); err != nil {
-			t.Fatalf("iperf3 output %q: %v", out, err)
-		}
-		if r.Error == "" || !strings.Contains(r.Error, "connect") || i == 50 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if r.Error != "" {
-		t.Fatalf("iperf3: %s", r.Error)
-	}
-	return r.End.SumReceived.BitsPerSecond
+	return bps
 }
 
 // TestShapingHTB shapes one end of a veth pair and measures with iperf3.

@@ -148,7 +148,7 @@ func TestCnitoolLifecycle(t *testing.T) {
 			for _, p := range pods {
 				ct.mustRun(t, "check", network, p.ns.Path())
 			}
-			if got := rtAddrFiles(t, dataDir, network); len(got) != 2 {
+			if got := allocations(t, dataDir, network); len(got) != 2 {
 				t.Errorf("allocations %v, want 2", got)
 			}
 
@@ -170,7 +170,7 @@ func TestCnitoolLifecycle(t *testing.T) {
 					t.Errorf("cnitool cache %s still there after %s (%v)", cache, tc.teardown, err)
 				}
 			}
-			if got := rtAddrFiles(t, dataDir, network); len(got) != 0 {
+			if got := allocations(t, dataDir, network); len(got) != 0 {
 				t.Errorf("allocations left after %s: %v", tc.teardown, got)
 			}
 			if got := rtMentions(t, dataDir, pods[0].id, pods[1].id); len(got) != 0 {

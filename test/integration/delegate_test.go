@@ -94,7 +94,7 @@ func TestDelegateHostLocal(t *testing.T) {
 	if pods[0].ip() == pods[1].ip() {
 		t.Fatalf("both pods got %s", pods[0].ip())
 	}
-	if got := rtAddrFiles(t, hlDir, network); len(got) != 2 {
+	if got := allocations(t, hlDir, network); len(got) != 2 {
 		t.Errorf("host-local reservations %v, want 2", got)
 	}
 	if err := pods[0].ns.ping(pods[1].ip()); err != nil {
@@ -124,7 +124,7 @@ func TestDelegateHostLocal(t *testing.T) {
 			t.Errorf("pod %d links after DEL: %v", i, got)
 		}
 	}
-	if got := rtAddrFiles(t, hlDir, network); len(got) != 0 {
+	if got := allocations(t, hlDir, network); len(got) != 0 {
 		t.Errorf("host-local reservations left after DEL: %v", got)
 	}
 	if got := rtMentions(t, hlDir, pods[0].id, pods[1].id); len(got) != 0 {
@@ -168,7 +168,7 @@ func TestDelegateHostLocalVersionMismatch(t *testing.T) {
 	if got := p.ns.links(t); !slices.Equal(got, []string{"lo"}) {
 		t.Errorf("pod links after failed ADD: %v", got)
 	}
-	if got := rtAddrFiles(t, hlDir, network); len(got) != 0 {
+	if got := allocations(t, hlDir, network); len(got) != 0 {
 		t.Errorf("host-local reservations after failed ADD: %v", got)
 	}
 	if got := n.links(t); !slices.Equal(got, nodeLinks) {

@@ -321,7 +321,9 @@ func (n node) del(t *testing.T, conf []byte, p pod) {
 	}
 }
 
-// allocations lists the address files of network name under dataDir.
+// allocations lists the per-address files of network name under dataDir:
+// berth's built-in store and host-local both name a reserved address's
+// file after the address (IPv6 with '_' for ':').
 func allocations(t *testing.T, dataDir, name string) []string {
 	t.Helper()
 	entries, err := os.ReadDir(filepath.Join(dataDir, name))

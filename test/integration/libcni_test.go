@@ -80,29 +80,6 @@ func rtOwner(t *testing.T, dataDir, network, addr string) string {
 	return att.ContainerID
 }
 
-// rtAddrFiles lists the per-address files of network under dataDir —
-// berth's built-in store or host-local's, both of which name a reserved
-// address's file after the address. Everything else there (lock,
-// last_reserved_ip*, berth's attachment index) is bookkeeping, not an
-// allocation.
-func rtAddrFiles(t *testing.T, dataDir, network string) []string {
-	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(dataDir, network))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range entries {
-		if _, err := netip.ParseAddr(strings.ReplaceAll(e.Name(), "_", ":")); err == nil {
-			out = append(out, e.Name())
-		}
-	}
-	return out
-}
-
 // rtMentions lists the files under dataDir that still mention any of ids:
 // after DEL nothing of the store — address file, index, whatever it keeps —
 // may still refer to the attachment.
@@ -294,7 +271,7 @@ func TestLibcniLifecycle(t *testing.T) {
 			if err := rtInNetNS(n.netNS, func() error { return cninet.GetStatusNetworkList(ctx, list) }); err != nil {
 				t.Errorf("GetStatusNetworkList: %v", err)
 			}
-			if got := rtAddrFiles(t, dataDir, network); !slices.Equal(got, []string{ip0, ip1}) && !slices.Equal(got, []string{ip1, ip0}) {
+			if got := allocations(t, dataDir, network); !slices.Equal(got, []string{ip0, ip1}) && !slices.Equal(got, []string{ip1, ip0}) {
 				t.Errorf("allocations before GC %v, want %s and %s", got, ip0, ip1)
 			}
 
@@ -307,7 +284,7 @@ func TestLibcniLifecycle(t *testing.T) {
 			if err := rtInNetNS(n.netNS, func() error { return gcnet.GCNetworkList(ctx, list, gcArgs) }); err != nil {
 				t.Fatalf("GCNetworkList: %v", err)
 			}
-			if got := rtAddrFiles(t, dataDir, network); !slices.Equal(got, []string{ip0}) {
+			if got := allocations(t, dataDir, network); !slices.Equal(got, []string{ip0}) {
 				t.Errorf("allocations after GC %v, want only pod 1's %s", got, ip0)
 			}
 			if got := rtMentions(t, dataDir, pods[1].rt.ContainerID); len(got) != 0 {
@@ -347,7 +324,7 @@ func TestLibcniLifecycle(t *testing.T) {
 					t.Errorf("pod %d still cached after DEL", i)
 				}
 			}
-			if got := rtAddrFiles(t, dataDir, network); len(got) != 0 {
+			if got := allocations(t, dataDir, network); len(got) != 0 {
 				t.Errorf("allocations left after DEL: %v", got)
 			}
 			if got := rtMentions(t, dataDir, pods[0].rt.ContainerID, pods[1].rt.ContainerID); len(got) != 0 {

@@ -1,47 +1,21 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"os/exec"
-	"strings"
 	"testing"
-	"time"
+
+	"github.com/berthdev/berth/test/testnet"
 )
 
-// iperfRate runs iperf3 from client to server (pods) and returns the
-// receiver's bit/s.
+// iperfRate measures TCP from client to server (pods), in bit/s.
 func iperfRate(t *testing.T, server, client pod, secs int) float64 {
 	t.Helper()
-	port := fmt.Sprint(30000 + time.Now().UnixNano()%20000)
-	srv := server.ns.exec("iperf3", "-s", "-1", "-p", port)
-	if err := srv.Start(); err != nil {
+	bps, err := testnet.IperfTCP(server.ns.Name, client.ns.Name, server.ip(), secs, 1)
+	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	var r struct {
-		Error string `json:"error"`
-		End   struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	for i := 0; ; i++ {
-		out, _ := client.ns.exec("iperf3", "-c", server.ip(), "-p", port, "-t", fmt.Sprint(secs), "-J").Output()
-		r.Error = ""
-		if err := json.Unmarshal(out, &r); err != nil {
-			t.Fatalf("iperf3 output %q: %v", out, err)
-		}
-		if r.Error == "" || !strings.Contains(r.Error, "connect") || i == 50 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if r.Error != "" {
-		t.Fatalf("iperf3: %s", r.Error)
-	}
-	return r.End.SumReceived.BitsPerSecond
+	return bps
 }
 
 // TestBandwidthShaping shapes one pod per mode, direction and rate through

@@ -67,7 +67,7 @@ func TestVersionsLifecycle(t *testing.T) {
 				t.Fatal(err)
 			}
 			rtVerifyAttached(t, res, p.ns, "eth0", subnet)
-			if got := rtAddrFiles(t, dataDir, network); len(got) != 1 {
+			if got := allocations(t, dataDir, network); len(got) != 1 {
 				t.Errorf("allocations %v, want 1", got)
 			}
 
@@ -92,7 +92,7 @@ func TestVersionsLifecycle(t *testing.T) {
 			if got := p.ns.links(t); !slices.Equal(got, []string{"lo"}) {
 				t.Errorf("pod links after DEL: %v", got)
 			}
-			if got := rtAddrFiles(t, dataDir, network); len(got) != 0 {
+			if got := allocations(t, dataDir, network); len(got) != 0 {
 				t.Errorf("allocations left after DEL: %v", got)
 			}
 			if got := rtMentions(t, dataDir, p.id); len(got) != 0 {
@@ -176,7 +176,7 @@ func TestVersionsUnsupported(t *testing.T) {
 			if got := p.ns.links(t); !slices.Equal(got, []string{"lo"}) {
 				t.Errorf("pod links: %v", got)
 			}
-			if got := rtAddrFiles(t, dataDirOf(t, conf), network); len(got) != 0 {
+			if got := allocations(t, dataDirOf(t, conf), network); len(got) != 0 {
 				t.Errorf("allocations: %v", got)
 			}
 			if got := n.links(t); !slices.Equal(got, nodeLinks) {
@@ -205,7 +205,7 @@ func TestVersionsGCNeeds11(t *testing.T) {
 		return err
 	}
 	wantCode(t, gc("1.0.0"), 1, "config version does not allow GC")
-	if got := rtAddrFiles(t, dataDir, network); !slices.Equal(got, []string{p.ip()}) {
+	if got := allocations(t, dataDir, network); !slices.Equal(got, []string{p.ip()}) {
 		t.Errorf("allocations after refused GC %v, want [%s]", got, p.ip())
 	}
 	if err := n.check(t, conf, p); err != nil {
@@ -214,7 +214,7 @@ func TestVersionsGCNeeds11(t *testing.T) {
 	if err := gc("1.1.0"); err != nil {
 		t.Fatalf("GC 1.1.0: %v", err)
 	}
-	if got := rtAddrFiles(t, dataDir, network); len(got) != 0 {
+	if got := allocations(t, dataDir, network); len(got) != 0 {
 		t.Errorf("allocations after GC 1.1.0: %v", got)
 	}
 }
