@@ -60,6 +60,9 @@ func DetachIsolation(ifindex int) error { return detachAll(ifindex, podIsolation
 // IsolationAttached reports whether both pod programs are on ifindex.
 func IsolationAttached(ifindex int) (bool, error) { return attachedAll(ifindex, podIsolation) }
 
+// VNIGuardAttached reports whether the VNI guard sits on ifindex.
+func VNIGuardAttached(ifindex int) (bool, error) { return attachedAll(ifindex, vniIsolation) }
+
 // AttachVNIGuard attaches the VXLAN-device program that admits only
 // packets for pods of tenant, the owner of the device's VNI.
 func (m *Maps) AttachVNIGuard(ifindex int, tenant uint32) (attach.Mode, error) {

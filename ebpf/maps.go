@@ -216,14 +216,27 @@ func (m *Maps) ClearAllowExcept(keep []netip.Prefix) error {
 	return clearLPMExcept(m.Allow, keep)
 }
 
-// SetPodNet records p as a pod CIDR of the cluster.
+// SetPodNet records p as a pod CIDR of the cluster, and its network
+// address, the owning node's VTEP address, as not a pod: a node's own
+// traffic leaves its VXLAN device from that address.
 func (m *Maps) SetPodNet(p netip.Prefix) error {
-	return m.PodNets.Update(AllowKeyFor(p), uint32(1), ebpf.UpdateAny)
+	p = p.Masked()
+	if err := m.PodNets.Update(AllowKeyFor(p), uint32(1), ebpf.UpdateAny); err != nil {
+		return err
+	}
+	vtep := netip.PrefixFrom(p.Addr(), p.Addr().BitLen())
+	return m.PodNets.Update(AllowKeyFor(vtep), uint32(0), ebpf.UpdateAny)
 }
 
-// ClearPodNetsExcept deletes pod CIDRs not in keep.
+// ClearPodNetsExcept deletes pod CIDRs (and their VTEP entries) not in
+// keep.
 func (m *Maps) ClearPodNetsExcept(keep []netip.Prefix) error {
-	return clearLPMExcept(m.PodNets, keep)
+	all := make([]netip.Prefix, 0, 2*len(keep))
+	for _, p := range keep {
+		p = p.Masked()
+		all = append(all, p, netip.PrefixFrom(p.Addr(), p.Addr().BitLen()))
+	}
+	return clearLPMExcept(m.PodNets, all)
 }
 
 func clearLPMExcept(mp *ebpf.Map, keep []netip.Prefix) error {

@@ -134,7 +134,8 @@ int tenant_vni_ingress(struct __sk_buff *skb)
 	 * default tenant's VNI also carries node traffic (SNATed services). */
 	struct allow_key k = { .prefixlen = 128 };
 	__builtin_memcpy(&k.addr, &p.src, sizeof(k.addr));
-	if (bpf_map_lookup_elem(&berth_podnets, &k)) {
+	__u32 *is_pod = bpf_map_lookup_elem(&berth_podnets, &k);
+	if (is_pod && *is_pod) {
 		count_drop(vni_tenant, DROP_VNI);
 		return TC_ACT_SHOT;
 	}

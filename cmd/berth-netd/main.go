@@ -1,8 +1,13 @@
 // Command berth-netd keeps this node's berth VXLAN overlay programmed from a
-// static peers file. It is the long-running counterpart of berth-cni's
-// "vxlan" mode: the CNI plugin programs the overlay when a pod is added, and
-// berth-netd follows changes of the peers file and repairs drift between pod
+// static peers file: one device per tenant, berth.<vniBase+index>. It is the
+// long-running counterpart of berth-cni's "vxlan" mode: the CNI plugin
+// programs the overlay when a pod is added, and berth-netd follows changes of
+// the peers file and the tenant registry and repairs drift between pod
 // additions. Both go through the same locked, idempotent overlay.Reconcile.
+//
+// Alongside, it keeps the node-wide BPF state that follows the overlay: the
+// VNI guard on every tenant device, the cluster's pod CIDR set, the removal of
+// endpoints no pod holds any more, and the drop counters as metrics.
 package main
 
 import (
@@ -22,7 +27,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berthdev/berth/cni/ipam"
 	"github.com/berthdev/berth/cni/overlay"
+	"github.com/berthdev/berth/cni/tenant"
+	bebpf "github.com/berthdev/berth/ebpf"
 )
 
 // defaultMetricsAddress is where /metrics, /healthz and /readyz are served.
@@ -35,9 +43,17 @@ const defaultMetricsAddress = ":9310"
 // shutdownTimeout bounds how long in-flight metric scrapes may delay exit.
 const shutdownTimeout = 5 * time.Second
 
+// maxVNI is the largest 24-bit VXLAN network identifier.
+const maxVNI = 1<<24 - 1
+
 type options struct {
 	peersFile      string
 	vni            uint32
+	vniBase        uint32 // 0 => vni
+	tenantRegistry string
+	bpfPinDir      string
+	ipamDataDir    string
+	network        string
 	port           int
 	underlayIP     string
 	nodeName       string
@@ -60,6 +76,9 @@ func main() {
 func newRootCommand() *cobra.Command {
 	o := options{
 		vni:            1,
+		tenantRegistry: tenant.DefaultRegistry,
+		bpfPinDir:      bebpf.DefaultPinDir,
+		ipamDataDir:    ipam.DefaultDataDir,
 		port:           overlay.DefaultPort,
 		lockDir:        overlay.DefaultLockDir,
 		metricsAddress: defaultMetricsAddress,
@@ -70,15 +89,25 @@ func newRootCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "berth-netd",
 		Short: "Keep the berth VXLAN overlay of this node in sync with a peers file",
-		Long: `berth-netd programs the VXLAN device berth.<vni> of this node and, for every
-other node listed in the peers file, a route to its pod CIDR plus the static
-neighbour and FDB entries that send that traffic to its underlay IP.
+		Long: `berth-netd programs one VXLAN device per tenant on this node,
+berth.<vni-base + tenant index>, and on each, for every other node listed in
+the peers file, a route to its pod CIDR plus the static neighbour and FDB
+entries that send that traffic to its underlay IP. The default tenant (index
+0) routes in the main table, every other tenant in table 10000+index.
 
-It reconciles on start, whenever the peers file changes (the file's directory
-is watched, so atomic renames and Kubernetes ConfigMap updates are seen) and
-every --resync-interval. A peers file that fails to parse is logged and the
-last good state is kept. On SIGTERM or SIGINT it exits without removing the
-device, so pod traffic keeps flowing across restarts.
+Tenants come from the registry the CNI plugin keeps (--tenant-registry); a
+missing registry means just the default tenant. With --bpf-pin-dir set it also
+attaches the VNI guard to every tenant device, keeps the BPF set of pod CIDRs
+equal to the peers file's, exports the BPF drop counters, and (with --network)
+removes BPF endpoints of this node whose address is no longer allocated.
+BPF problems are logged and reported by berth_netd_bpf_available; the overlay
+works without.
+
+It reconciles on start, whenever the peers file or the registry changes (their
+directories are watched, so atomic renames and Kubernetes ConfigMap updates are
+seen) and every --resync-interval. A peers file that fails to parse is logged
+and the last good state is kept. On SIGTERM or SIGINT it exits without
+removing the devices, so pod traffic keeps flowing across restarts.
 
 Peers file format (JSON):
   [{"nodeName":"n1","underlayIP":"198.18.0.1","podCIDR":"198.18.64.0/24"}, ...]`,
@@ -91,6 +120,9 @@ Peers file format (JSON):
 				return err
 			}
 			slog.SetDefault(logger)
+			if !cmd.Flags().Changed("vni-base") {
+				o.vniBase = o.vni
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			return run(ctx, o, logger)
@@ -98,7 +130,12 @@ Peers file format (JSON):
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.peersFile, "peers-file", "", "path of the JSON peers file (required)")
-	f.Uint32Var(&o.vni, "vni", o.vni, "VXLAN network identifier; the device is named berth.<vni>")
+	f.Uint32Var(&o.vni, "vni", o.vni, "VXLAN network identifier of the default tenant, unless --vni-base is given; the device is named berth.<vni>")
+	f.Uint32Var(&o.vniBase, "vni-base", 0, "VNI of tenant index 0; tenant i uses vni-base+i (default: --vni)")
+	f.StringVar(&o.tenantRegistry, "tenant-registry", o.tenantRegistry, "tenant registry kept by berth-cni; every registered tenant gets a device (missing file: the default tenant only; empty: do not read)")
+	f.StringVar(&o.bpfPinDir, "bpf-pin-dir", o.bpfPinDir, "bpffs directory of berth's pinned BPF maps, shared with berth-cni; empty disables all BPF work")
+	f.StringVar(&o.ipamDataDir, "ipam-data-dir", o.ipamDataDir, "berth IPAM data directory (the network's allocations are in <dir>/<network>)")
+	f.StringVar(&o.network, "network", "", "CNI network name whose IPAM allocations are authoritative for BPF endpoints of this node's pod CIDR; empty disables the stale endpoint GC")
 	f.IntVar(&o.port, "port", o.port, "VXLAN UDP port")
 	f.StringVar(&o.underlayIP, "underlay-ip", "", "this node's underlay (VTEP) IP (default: the first global IPv4 of the link carrying the IPv4 default route)")
 	f.StringVar(&o.nodeName, "node-name", "", "this node's name in the peers file (default: the lower-cased hostname, like the kubelet)")
@@ -134,8 +171,17 @@ func newWatcher(o options, logger *slog.Logger) (*overlay.Watcher, error) {
 	if o.peersFile == "" {
 		return nil, errors.New("--peers-file is required")
 	}
-	if o.vni == 0 || o.vni > 1<<24-1 {
-		return nil, fmt.Errorf("--vni %d out of range 1-16777215", o.vni)
+	if o.vni == 0 || o.vni > maxVNI {
+		return nil, fmt.Errorf("--vni %d out of range 1-%d", o.vni, maxVNI)
+	}
+	vniBase := o.vniBase
+	if vniBase == 0 {
+		vniBase = o.vni
+	}
+	// Every possible tenant must have a VNI; the same check as berth-cni's
+	// tenancy.vniBase, so the two accept the same bases.
+	if uint64(vniBase)+tenant.MaxTenants > maxVNI {
+		return nil, fmt.Errorf("--vni-base %d leaves no room for %d tenants below %d (--vni-base defaults to --vni)", vniBase, tenant.MaxTenants, maxVNI)
 	}
 	if o.port < 1 || o.port > 65535 {
 		return nil, fmt.Errorf("--port %d out of range 1-65535", o.port)
@@ -144,9 +190,11 @@ func newWatcher(o options, logger *slog.Logger) (*overlay.Watcher, error) {
 		return nil, fmt.Errorf("--mtu %d is negative", o.mtu)
 	}
 	w := &overlay.Watcher{
-		PeersFile: o.peersFile,
-		NodeName:  o.nodeName,
-		Logger:    logger,
+		PeersFile:      o.peersFile,
+		NodeName:       o.nodeName,
+		TenantRegistry: o.tenantRegistry,
+		VNIBase:        vniBase,
+		Logger:         logger,
 		Device: overlay.Device{
 			VNI:     o.vni,
 			Port:    o.port,
@@ -202,7 +250,17 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 		return err
 	}
 	m := newMetrics()
-	w.OnResult = m.observe
+	dp := newDataplane(o, logger, m)
+	defer dp.close()
+	if err := m.register(newDropsCollector(dp.currentMaps, o.tenantRegistry, logger)); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	w.OnResult = func(r overlay.Result) {
+		// The BPF work needs the devices the reconcile just made, and
+		// runs first so the metrics of this round include its outcome.
+		dp.sync(r)
+		m.observe(r)
+	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -227,8 +285,9 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 		logger.Info("serving metrics", "address", ln.Addr().String())
 	}
 
-	logger.Info("starting", "device", w.Device.Name(), "vni", w.Device.VNI, "port", w.Device.Port,
+	logger.Info("starting", "vniBase", w.VNIBase, "port", w.Device.Port,
 		"underlayIP", w.Device.LocalIP.String(), "nodeName", w.NodeName, "peersFile", w.PeersFile,
+		"tenantRegistry", w.TenantRegistry, "bpfPinDir", o.bpfPinDir, "network", o.network,
 		"resyncInterval", o.resync)
 	if err := w.Run(ctx); err != nil {
 		return err
@@ -236,6 +295,6 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
-	logger.Info("stopping; leaving the overlay device in place", "device", w.Device.Name())
+	logger.Info("stopping; leaving the overlay devices in place")
 	return nil
 }

@@ -52,14 +52,17 @@ func TestHelp(t *testing.T) {
 	if err != nil {
 		t.Fatalf("--help: %v", err)
 	}
-	for _, flag := range []string{"--peers-file", "--vni", "--port", "--underlay-ip", "--node-name", "--pod-cidr",
+	for _, flag := range []string{"--peers-file", "--vni", "--vni-base", "--tenant-registry", "--bpf-pin-dir",
+		"--ipam-data-dir", "--network", "--port", "--underlay-ip", "--node-name", "--pod-cidr",
 		"--mtu", "--lock-dir", "--metrics-address", "--resync-interval", "--log-level", "--log-format"} {
 		if !strings.Contains(out, flag) {
 			t.Errorf("--help does not mention %s:\n%s", flag, out)
 		}
 	}
-	if !strings.Contains(out, `default ":9310"`) {
-		t.Errorf("--help does not show the metrics address default:\n%s", out)
+	for _, def := range []string{`default ":9310"`, `default "/var/lib/berth/tenants.json"`, `default "/sys/fs/bpf/berth"`, `default "/var/lib/cni/berth"`} {
+		if !strings.Contains(out, def) {
+			t.Errorf("--help does not show the %s:\n%s", def, out)
+		}
 	}
 }
 
@@ -77,6 +80,8 @@ func TestFlagErrors(t *testing.T) {
 		{"bad pod CIDR", append(base, "--pod-cidr", "nope"), `--pod-cidr: invalid CIDR "nope"`},
 		{"bad underlay IP", []string{"--peers-file", peers, "--underlay-ip", "1.2.3"}, `--underlay-ip: invalid IP "1.2.3"`},
 		{"bad VNI", append(base, "--vni", "0"), "--vni 0 out of range"},
+		{"VNI leaves no room for tenants", append(base, "--vni", "16777000"), "--vni-base 16777000 leaves no room for 4096 tenants"},
+		{"bad VNI base", append(base, "--vni-base", "16777215"), "--vni-base 16777215 leaves no room"},
 		{"bad port", append(base, "--port", "70000"), "--port 70000 out of range"},
 		{"bad log level", append(base, "--log-level", "loud"), "--log-level"},
 		{"bad log format", append(base, "--log-format", "xml"), "--log-format"},
@@ -116,7 +121,10 @@ func TestMetricsAndProbes(t *testing.T) {
 	}
 	m.observe(overlay.Result{Trigger: overlay.TriggerFile, Stats: overlay.Stats{Added: 6, Peers: 2}, Duration: 3 * time.Millisecond})
 	m.observe(overlay.Result{Trigger: overlay.TriggerFile, Stale: true, LoadErr: errors.New("typo"), Stats: overlay.Stats{Peers: 2}})
-	m.observe(overlay.Result{Trigger: overlay.TriggerResync, Err: errors.New("netlink"), Stats: overlay.Stats{Removed: 1, Peers: 2}})
+	m.observe(overlay.Result{Trigger: overlay.TriggerResync, Stale: true, RegistryErr: errors.New("corrupt"), Stats: overlay.Stats{Peers: 2},
+		Devices: make([]overlay.DeviceResult, 3)})
+	m.observe(overlay.Result{Trigger: overlay.TriggerResync, Err: errors.New("netlink"), Stats: overlay.Stats{Removed: 1, Peers: 2},
+		Devices: make([]overlay.DeviceResult, 3)})
 	if code, _ := get(t, h, "/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz after a successful reconcile = %d, want 200", code)
 	}
@@ -129,10 +137,15 @@ func TestMetricsAndProbes(t *testing.T) {
 		`berth_netd_reconciles_total{result="skipped",trigger="start"} 1`,
 		`berth_netd_reconciles_total{result="success",trigger="file"} 1`,
 		`berth_netd_reconciles_total{result="stale",trigger="file"} 1`,
+		`berth_netd_reconciles_total{result="stale",trigger="resync"} 1`,
 		`berth_netd_reconciles_total{result="error",trigger="resync"} 1`,
 		`berth_netd_reconcile_errors_total{stage="load"} 2`,
+		`berth_netd_reconcile_errors_total{stage="registry"} 1`,
 		`berth_netd_reconcile_errors_total{stage="apply"} 1`,
-		`berth_netd_reconcile_duration_seconds_count 4`,
+		`berth_netd_reconcile_duration_seconds_count 5`,
+		`berth_netd_tenant_devices 3`,
+		`berth_netd_bpf_available 0`,
+		`berth_netd_stale_endpoints_removed_total 0`,
 		`berth_netd_peers 2`,
 		`berth_netd_entries_changed_total{op="added"} 6`,
 		`berth_netd_entries_changed_total{op="removed"} 1`,
@@ -193,6 +206,8 @@ func TestDaemonInNetns(t *testing.T) {
 	const metricsAddr = "127.0.0.1:19310"
 	cmd := exec.Command("ip", "netns", "exec", n1.Name, os.Args[0],
 		"--peers-file", peers, "--node-name", "n1", "--lock-dir", filepath.Join(dir, "lock"),
+		// Nothing of the host's berth state: a private registry, no BPF.
+		"--tenant-registry", filepath.Join(dir, "tenants.json"), "--bpf-pin-dir", "",
 		"--metrics-address", metricsAddr, "--resync-interval", "1h", "--log-level", "debug")
 	cmd.Env = append(os.Environ(), runMainEnv+"=1")
 	var logs lockedBuffer

@@ -23,6 +23,10 @@ type metrics struct {
 	peers       prometheus.Gauge
 	changes     *prometheus.CounterVec
 	lastSuccess prometheus.Gauge
+	devices     prometheus.Gauge
+	// Written by the dataplane.
+	bpfAvailable   prometheus.Gauge
+	staleEndpoints prometheus.Counter
 	// ready flips once the overlay has been programmed successfully; until
 	// then pods on this node cannot reach other nodes.
 	ready atomic.Bool
@@ -33,11 +37,11 @@ func newMetrics() *metrics {
 		reg: prometheus.NewRegistry(),
 		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "berth_netd_reconciles_total",
-			Help: "Reconcile attempts by trigger (start, file, resync) and result (success, stale: the peers file was bad and the last good list was applied, skipped: no good list yet, error: programming failed).",
+			Help: "Reconcile attempts by trigger (start, file, resync) and result (success, stale: the peers file or tenant registry was bad and the last good version was applied, skipped: no good peer list yet, error: programming failed).",
 		}, []string{"trigger", "result"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "berth_netd_reconcile_errors_total",
-			Help: "Reconcile errors by stage: load (peers file unreadable or invalid) or apply (netlink programming failed).",
+			Help: "Reconcile errors by stage: load (peers file unreadable or invalid), registry (tenant registry unreadable) or apply (netlink programming failed).",
 		}, []string{"stage"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "berth_netd_reconcile_duration_seconds",
@@ -54,14 +58,27 @@ func newMetrics() *metrics {
 		}, []string{"op"}),
 		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "berth_netd_last_success_timestamp_seconds",
-			Help: "Unix time of the last reconcile that programmed the device without error.",
+			Help: "Unix time of the last reconcile that programmed every device without error.",
+		}),
+		devices: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "berth_netd_tenant_devices",
+			Help: "VXLAN devices (one per tenant) in the last reconcile that got that far.",
+		}),
+		bpfAvailable: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "berth_netd_bpf_available",
+			Help: "1 if the last reconcile attached the VNI guard to every tenant device and synced the pod CIDR set; 0 if BPF is disabled (--bpf-pin-dir empty) or failed (see the log).",
+		}),
+		staleEndpoints: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "berth_netd_stale_endpoints_removed_total",
+			Help: "BPF endpoints of this node's pod CIDR removed because no IPAM allocation holds their address any more.",
 		}),
 	}
 	m.reg.MustRegister(m.reconciles, m.errors, m.duration, m.peers, m.changes, m.lastSuccess,
+		m.devices, m.bpfAvailable, m.staleEndpoints,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the label values a dashboard alerts on, so that "no
 	// errors yet" reads as 0 rather than as a missing series.
-	for _, stage := range []string{"load", "apply"} {
+	for _, stage := range []string{"load", "registry", "apply"} {
 		m.errors.WithLabelValues(stage)
 	}
 	for _, op := range []string{"added", "removed"} {
@@ -75,6 +92,9 @@ func (m *metrics) observe(r overlay.Result) {
 	m.duration.Observe(r.Duration.Seconds())
 	if r.LoadErr != nil {
 		m.errors.WithLabelValues("load").Inc()
+	}
+	if r.RegistryErr != nil {
+		m.errors.WithLabelValues("registry").Inc()
 	}
 	result := "success"
 	switch {
@@ -91,6 +111,7 @@ func (m *metrics) observe(r overlay.Result) {
 		return
 	}
 	m.peers.Set(float64(r.Stats.Peers))
+	m.devices.Set(float64(len(r.Devices)))
 	m.changes.WithLabelValues("added").Add(float64(r.Stats.Added))
 	m.changes.WithLabelValues("removed").Add(float64(r.Stats.Removed))
 	if r.Err == nil {
@@ -98,6 +119,9 @@ func (m *metrics) observe(r overlay.Result) {
 		m.ready.Store(true)
 	}
 }
+
+// register adds a collector to the private registry.
+func (m *metrics) register(c prometheus.Collector) error { return m.reg.Register(c) }
 
 // handler serves /metrics, /healthz (liveness: the process is serving) and
 // /readyz (the overlay has been programmed at least once). Liveness does not

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os/exec"
+	"strconv"
 	"testing"
 	"time"
 
@@ -27,11 +28,23 @@ const podGateway = "169.254.1.1"
 // berth-cni's vxlan mode gives pods.
 func addPod(t *testing.T, n *node, podIP string) *overlaytest.NetNS {
 	t.Helper()
+	return addTenantPod(t, n, "pod0", podIP, 0)
+}
+
+// addTenantPod is addPod with the host end named hostIf and, for a pod of a
+// tenant with a routing table of its own (table != 0), the rule
+// `from <podIP> lookup <table>` that the CNI plugin adds to steer the pod's
+// traffic into its tenant's overlay.
+func addTenantPod(t *testing.T, n *node, hostIf, podIP string, table int) *overlaytest.NetNS {
+	t.Helper()
 	pod := overlaytest.NewNetNS(t, "p"+n.name[1:])
-	overlaytest.Veth(t, n.NetNS, "pod0", podGateway+"/32", pod, "eth0", podIP+"/32")
+	overlaytest.Veth(t, n.NetNS, hostIf, podGateway+"/32", pod, "eth0", podIP+"/32")
 	pod.IP(t, "route", "add", podGateway, "dev", "eth0", "scope", "link")
 	pod.IP(t, "route", "add", "default", "via", podGateway, "dev", "eth0")
-	n.IP(t, "route", "add", podIP+"/32", "dev", "pod0", "scope", "link")
+	n.IP(t, "route", "add", podIP+"/32", "dev", hostIf, "scope", "link")
+	if table != 0 {
+		n.IP(t, "rule", "add", "from", podIP, "lookup", strconv.Itoa(table))
+	}
 	n.Do(t, ip.EnableIP4Forward)
 	return pod
 }

@@ -92,7 +92,7 @@ func (n *node) dumpState(t *testing.T) {
 type state struct {
 	link   *netlink.Vxlan
 	addrs  []netip.Prefix
-	routes []string // "<dst> via <gw> onlink" for routes on the device
+	routes []string // "<dst> via <gw> onlink" for routes on the device in its table
 	neighs []string // "<ip> <mac>" for permanent neighbours on the device
 	fdb    []string // "<mac> <dst>" for FDB entries with a destination
 }
@@ -119,7 +119,10 @@ func (n *node) snapshot(t *testing.T) state {
 				s.addrs = append(s.addrs, prefixFrom(a.IPNet))
 			}
 		}
-		routes, err := netlink.RouteList(l, netlink.FAMILY_ALL)
+		// The device's own table only (main unless Table is set).
+		routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL,
+			&netlink.Route{LinkIndex: l.Attrs().Index, Table: n.dev.table()},
+			netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 		if err != nil {
 			return err
 		}

@@ -10,6 +10,11 @@
 // (VNI, underlay IP) by MACFor. Any node can therefore compute the full
 // forwarding state from nothing but the static peers file.
 //
+// With tenants, each tenant has a device and VNI of its own, VNIFor(vniBase,
+// index), and its remote pod routes in a routing table of its own,
+// TableFor(index) (the main table for the default tenant); see TenantDevice
+// and Watcher.TenantRegistry.
+//
 // All functions act on the network namespace of the calling OS thread. Callers
 // that switch namespaces must lock the goroutine to its thread for the whole
 // call (ns.NetNS.Do does this).

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/fsnotify/fsnotify"
 
@@ -162,7 +161,7 @@ func TestRelevantEvent(t *testing.T) {
 	}
 }
 
-// waitTenantCall waits for a reconcile of the device with the given VNI.
+// waitVNI matches the reconcile of the device with the given VNI and table.
 func waitVNI(vni uint32, table int) func(call) bool {
 	return func(c call) bool { return c.vni == vni && c.table == table }
 }
@@ -241,5 +240,4 @@ func TestWatcherTenantDeviceErrorsDoNotStopOthers(t *testing.T) {
 	if r.Stats != (Stats{Added: 7, Peers: 1}) {
 		t.Errorf("stats = %+v, want the sum of the changes and the peer count once", r.Stats)
 	}
-	_ = time.Second
 }

@@ -282,37 +282,59 @@ func configureRoutedPod(ifName string, res *current.Result) error {
 // A broken peers file does not fail the ADD: the pod still has node-local
 // connectivity, berth-netd reports the file, and STATUS answers 51.
 func (r *request) ensureOverlay(underlay netlink.Link) error {
-	dev, err := r.overlayDevice(underlay)
+	base, err := r.overlayDevice(underlay)
 	if err != nil {
 		return err
 	}
-	if r.conf.Tenancy.On() {
-		*dev = overlay.TenantDevice(*dev, r.conf.Tenancy.VNIBase, r.tenantIdx)
+	// The default tenant's device always exists: its routes in the main
+	// table carry the node's own traffic to remote pods of every tenant.
+	// The pod's tenant gets its own device (VNI vniBase+index) when
+	// tenancy is on.
+	tenants := []uint32{0}
+	if r.conf.Tenancy.On() && r.tenantIdx != 0 {
+		tenants = append(tenants, r.tenantIdx)
 	}
-	if _, err := dev.Ensure(); err != nil {
-		return types.NewError(config.ErrCodeLinkSetup, fmt.Sprintf("vni: ensure VXLAN device %s", dev.Name()), err.Error())
-	}
-	podNets := []netip.Prefix{dev.PodCIDR}
-	defer func() {
-		if err := r.registerPodNets(podNets); err != nil {
-			r.log.Warn("registering pod CIDRs for the VNI guard failed", "error", err)
+	podNets := []netip.Prefix{base.PodCIDR}
+	var peers []overlay.Peer
+	if r.conf.PeersFile != "" {
+		if peers, err = overlay.LoadPeers(r.conf.PeersFile); err != nil {
+			r.log.Warn("peersFile unusable; remote nodes unreachable until it is fixed", "peersFile", r.conf.PeersFile, "error", err)
+			peers = nil
 		}
-	}()
-	if r.conf.PeersFile == "" {
-		return nil
-	}
-	peers, err := overlay.LoadPeers(r.conf.PeersFile)
-	if err != nil {
-		r.log.Warn("peersFile unusable; remote nodes unreachable until it is fixed", "peersFile", r.conf.PeersFile, "error", err)
-		return nil
 	}
 	for _, p := range peers {
 		if c, err := netip.ParsePrefix(p.PodCIDR); err == nil {
 			podNets = append(podNets, c.Masked())
 		}
 	}
-	if _, err := dev.Reconcile(peers, r.conf.NodeName); err != nil {
-		r.log.Warn("programming VXLAN peers failed", "error", err)
+	if err := r.registerPodNets(podNets); err != nil {
+		r.log.Warn("registering pod CIDRs for the VNI guard failed", "error", err)
+	}
+	for _, idx := range tenants {
+		dev := *base
+		if r.conf.Tenancy.On() {
+			dev = overlay.TenantDevice(*base, r.conf.Tenancy.VNIBase, idx)
+		}
+		vx, err := dev.Ensure()
+		if err != nil {
+			return types.NewError(config.ErrCodeLinkSetup, fmt.Sprintf("vni: ensure VXLAN device %s", dev.Name()), err.Error())
+		}
+		// A node reaches a non-default tenant's remote pods through the
+		// main table (default VNI) and hears back on the tenant's VNI:
+		// strict reverse-path filtering would drop the replies. The
+		// effective value is the max of "all" and the device's, so 2
+		// (loose) here wins over 1.
+		_, _ = sysctl.Sysctl("net/ipv4/conf/"+dev.Name()+"/rp_filter", "2")
+		if r.conf.Tenancy.On() {
+			if err := r.guardVNI(vx.Attrs().Index, idx); err != nil {
+				return err
+			}
+		}
+		if peers != nil {
+			if _, err := dev.Reconcile(peers, r.conf.NodeName); err != nil {
+				r.log.Warn("programming VXLAN peers failed", "device", dev.Name(), "error", err)
+			}
+		}
 	}
 	return nil
 }

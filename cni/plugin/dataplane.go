@@ -262,3 +262,21 @@ func deleteTenantRules(addrs []netip.Addr) error {
 	}
 	return errors.Join(errs...)
 }
+
+// guardVNI makes sure the tenant's VXLAN device carries the VNI guard, so a
+// node without berth-netd is guarded as well. Loading it is skipped when
+// it is already there (the common case after the first pod).
+func (r *request) guardVNI(ifindex int, tenantIdx uint32) error {
+	if ok, err := bebpf.VNIGuardAttached(ifindex); err == nil && ok {
+		return nil
+	}
+	maps, err := bebpf.OpenMaps(r.conf.BPFPinDir)
+	if err != nil {
+		return types.NewError(ErrCodeDataplane, "bpfPinDir: cannot open the dataplane maps", err.Error())
+	}
+	defer maps.Close()
+	if _, err := maps.AttachVNIGuard(ifindex, bpfID(tenantIdx)); err != nil {
+		return types.NewError(ErrCodeDataplane, "attach the VNI guard", err.Error())
+	}
+	return nil
+}

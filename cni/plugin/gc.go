@@ -90,18 +90,22 @@ func (r *request) gcStaleEndpoints(a *ipam.Allocator) error {
 	if err != nil {
 		return nil
 	}
-	live, err := a.List()
-	if err != nil {
-		return types.NewError(types.ErrIOFailure, "ipam: list allocations", err.Error())
-	}
 	maps, err := bebpf.OpenMaps(r.conf.BPFPinDir)
 	if err != nil {
 		return types.NewError(ErrCodeDataplane, "bpfPinDir: cannot open the dataplane maps", err.Error())
 	}
 	defer maps.Close()
+	// Endpoints first, allocations second: ADD allocates before it
+	// registers, so every endpoint seen here whose pod is live has its
+	// allocation in the later listing, and a concurrent ADD is never
+	// mistaken for a stale entry.
 	eps, err := maps.ListEndpoints()
 	if err != nil {
 		return types.NewError(ErrCodeDataplane, "list endpoints", err.Error())
+	}
+	live, err := a.List()
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, "ipam: list allocations", err.Error())
 	}
 	var stale []netip.Addr
 	for addr := range eps {

@@ -26,8 +26,8 @@ struct addr {
 	__u8 b[16];
 };
 
-/* berth_endpoints: pod address -> tenant. Filled by berth-cni ADD (local
- * pods) and berth-netd (remote pods); removed by DEL and GC. */
+/* berth_endpoints: pod address -> tenant. Filled by berth-cni ADD for the
+ * node's pods; removed by DEL, GC and berth-netd's stale-entry sweep. */
 struct endpoint {
 	__u32 tenant;
 	__u32 flags;
@@ -86,9 +86,12 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } berth_drops SEC(".maps");
 
-/* berth_podnets: every pod CIDR of the cluster. A packet whose source is
- * in one came from a pod; anything else (node addresses after kube-proxy
- * SNAT, external clients) is not subject to the VNI guard. */
+/* berth_podnets: every pod CIDR of the cluster (value 1), and inside each
+ * the node's own VTEP address, the CIDR's network address (value 0): a
+ * packet whose source matches a value-1 prefix came from a pod. Anything
+ * else (a node's traffic, which leaves its VXLAN device from the VTEP
+ * address, e.g. after kube-proxy SNAT; external clients) is not subject
+ * to the VNI guard. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 4096);

@@ -355,6 +355,15 @@ func checkTenantVNIs(t *testing.T, pods map[string]pod) {
 			t.Errorf("table %s does not route node b's pods via %s:\n%s", c.table, c.dev, routes)
 		}
 	}
+	// The node itself (kube-proxy SNAT, host-network clients) reaches remote
+	// pods of every tenant: it leaves through the default VNI from its VTEP
+	// address, which the guard does not treat as a pod.
+	node := netNS{Name: pods["a1"].node.Name}
+	for _, remote := range []string{"a2", "b2"} {
+		if err := node.ping(pods[remote].ip()); err != nil {
+			t.Errorf("node a cannot reach remote pod %s: %v", remote, err)
+		}
+	}
 }
 
 // TestEnforcementNeedsNetAdmin: a process in the pod without

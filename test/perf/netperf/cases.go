@@ -58,7 +58,7 @@ func throughputCases() []tcase {
 func setupVethRaw(ctx context.Context, h *harness) (*endpoints, error) {
 	a, b := "bperf-raw-a", "bperf-raw-b"
 	for _, ns := range []string{a, b} {
-		if err := h.env.addNetns(ctx, ns, false); err != nil {
+		if err := h.env.AddNetns(ctx, ns, false); err != nil {
 			return nil, err
 		}
 	}
@@ -79,7 +79,7 @@ func setupVethRaw(ctx context.Context, h *harness) (*endpoints, error) {
 // macvlanNode makes a node netns whose macvlan master is one end of a veth
 // pair living entirely inside it (both ends up so the master has carrier).
 func macvlanNode(ctx context.Context, h *harness, node string) error {
-	if err := h.env.addNetns(ctx, node, false); err != nil {
+	if err := h.env.AddNetns(ctx, node, false); err != nil {
 		return err
 	}
 	if err := ipn(ctx, node, "link", "add", "bpm0", "type", "veth", "peer", "name", "bpm0p"); err != nil {
@@ -98,10 +98,10 @@ func twoPods(ctx context.Context, h *harness, p plugin, node, prefix string, con
 	pods := []string{prefix + "-p1", prefix + "-p2"}
 	var ips []string
 	for _, pod := range pods {
-		if err := h.env.addNetns(ctx, pod, false); err != nil {
+		if err := h.env.AddNetns(ctx, pod, false); err != nil {
 			return nil, err
 		}
-		a, err := h.env.cniAdd(ctx, p, node, pod, "eth0", conf)
+		a, err := h.env.CNIAdd(ctx, p, node, pod, "eth0", conf)
 		if err != nil {
 			return nil, err
 		}
@@ -119,7 +119,7 @@ func setupMacvlanRef(ctx context.Context, h *harness) (*endpoints, error) {
 	if err := macvlanNode(ctx, h, node); err != nil {
 		return nil, err
 	}
-	dir, err := h.env.tempDir("bperf-mvr-ipam-")
+	dir, err := h.env.TempDir("bperf-mvr-ipam-")
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +149,7 @@ func setupMacvlanBerth(ctx context.Context, h *harness) (*endpoints, error) {
 	if err := macvlanNode(ctx, h, node); err != nil {
 		return nil, err
 	}
-	dir, err := h.env.tempDir("bperf-mvb-ipam-")
+	dir, err := h.env.TempDir("bperf-mvb-ipam-")
 	if err != nil {
 		return nil, err
 	}
@@ -158,10 +158,10 @@ func setupMacvlanBerth(ctx context.Context, h *harness) (*endpoints, error) {
 
 func setupBridgeRef(ctx context.Context, h *harness) (*endpoints, error) {
 	node := "bperf-br-node"
-	if err := h.env.addNetns(ctx, node, false); err != nil {
+	if err := h.env.AddNetns(ctx, node, false); err != nil {
 		return nil, err
 	}
-	dir, err := h.env.tempDir("bperf-br-ipam-")
+	dir, err := h.env.TempDir("bperf-br-ipam-")
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +178,7 @@ func setupBridgeRef(ctx context.Context, h *harness) (*endpoints, error) {
 // cases.
 func underlay(ctx context.Context, h *harness, n1, n2 string) error {
 	for _, ns := range []string{n1, n2} {
-		if err := h.env.addNetns(ctx, ns, false); err != nil {
+		if err := h.env.AddNetns(ctx, ns, false); err != nil {
 			return err
 		}
 		// A node forwards between its pods and the overlay.
@@ -239,10 +239,10 @@ func setupVxlanFlannel(ctx context.Context, h *harness) (*endpoints, error) {
 	pods := []string{"bperf-vf-p1", "bperf-vf-p2"}
 	var ips []string
 	for i, pod := range pods {
-		if err := h.env.addNetns(ctx, pod, false); err != nil {
+		if err := h.env.AddNetns(ctx, pod, false); err != nil {
 			return nil, err
 		}
-		dir, err := h.env.tempDir(fmt.Sprintf("bperf-vf-ipam%d-", i+1))
+		dir, err := h.env.TempDir(fmt.Sprintf("bperf-vf-ipam%d-", i+1))
 		if err != nil {
 			return nil, err
 		}
@@ -252,7 +252,7 @@ func setupVxlanFlannel(ctx context.Context, h *harness) (*endpoints, error) {
 			"ipMasq": false, "hairpinMode": true, "mtu": underlayMTU - vxlanOverhead,
 			"ipam": hostLocal(cidrNet(i)+".0/24", dir),
 		})
-		a, err := h.env.cniAdd(ctx, h.refPlugin("bridge"), nodes[i], pod, "eth0", conf)
+		a, err := h.env.CNIAdd(ctx, h.refPlugin("bridge"), nodes[i], pod, "eth0", conf)
 		if err != nil {
 			return nil, err
 		}
@@ -269,7 +269,7 @@ func setupVxlanBerth(ctx context.Context, h *harness) (*endpoints, error) {
 	if err := underlay(ctx, h, nodes[0], nodes[1]); err != nil {
 		return nil, err
 	}
-	dir, err := h.env.tempDir("bperf-vb-")
+	dir, err := h.env.TempDir("bperf-vb-")
 	if err != nil {
 		return nil, err
 	}
@@ -285,7 +285,7 @@ func setupVxlanBerth(ctx context.Context, h *harness) (*endpoints, error) {
 	pods := []string{"bperf-vb-p1", "bperf-vb-p2"}
 	var ips []string
 	for i, pod := range pods {
-		if err := h.env.addNetns(ctx, pod, false); err != nil {
+		if err := h.env.AddNetns(ctx, pod, false); err != nil {
 			return nil, err
 		}
 		dataDir := filepath.Join(dir, fmt.Sprintf("ipam-n%d", i+1))
@@ -298,7 +298,7 @@ func setupVxlanBerth(ctx context.Context, h *harness) (*endpoints, error) {
 			"ipam":    map[string]any{"subnet": cidrs[i], "dataDir": dataDir},
 			"tenancy": map[string]any{"enabled": false},
 		})
-		a, err := h.env.cniAdd(ctx, h.berth, nodes[i], pod, "eth0", conf)
+		a, err := h.env.CNIAdd(ctx, h.berth, nodes[i], pod, "eth0", conf)
 		if err != nil {
 			return nil, err
 		}

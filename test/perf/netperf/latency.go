@@ -89,7 +89,7 @@ func (h *harness) runLatency(ctx context.Context, n int) []*latencyResult {
 			r.fail(err)
 			return
 		}
-		dir, err := h.env.tempDir("bperf-lat-" + tag + "-")
+		dir, err := h.env.TempDir("bperf-lat-" + tag + "-")
 		if err != nil {
 			r.fail(err)
 			return
@@ -98,7 +98,7 @@ func (h *harness) runLatency(ctx context.Context, n int) []*latencyResult {
 		h.logf("cni-latency: creating %d pod namespaces for %s (untimed)", n, tag)
 		for i := 0; i < n; i++ {
 			pod := fmt.Sprintf("bperf-lat-%s-%03d", tag, i)
-			if err := h.env.addNetns(ctx, pod, true); err != nil {
+			if err := h.env.AddNetns(ctx, pod, true); err != nil {
 				r.fail(err)
 				return
 			}
@@ -136,7 +136,7 @@ func (h *harness) runLatency(ctx context.Context, n int) []*latencyResult {
 			conf = withPrevResult(s.conf, s.result[i])
 		}
 		c := cniCall{Command: verb, ContainerID: s.ids[i], Netns: nsPath(s.pods[i]), IfName: "eth0", Conf: conf}
-		out, d, err := s.p.execIn(ctx, s.node, c)
+		out, d, err := s.p.ExecIn(ctx, s.node, c)
 		if err != nil {
 			if verb == "ADD" {
 				s.res.AddErrors++
@@ -169,10 +169,10 @@ func (h *harness) runLatency(ctx context.Context, n int) []*latencyResult {
 	// short; the pods' namespaces go away with cleanup anyway.
 	for _, s := range sides {
 		s := s
-		h.env.onCleanup(func(ctx context.Context) {
+		h.env.OnCleanup(func(ctx context.Context) {
 			for i := range s.pods {
 				if s.ok[i] {
-					_, _, _ = s.p.execIn(ctx, s.node, cniCall{Command: "DEL", ContainerID: s.ids[i], Netns: nsPath(s.pods[i]), IfName: "eth0", Conf: withPrevResult(s.conf, s.result[i])})
+					_, _, _ = s.p.ExecIn(ctx, s.node, cniCall{Command: "DEL", ContainerID: s.ids[i], Netns: nsPath(s.pods[i]), IfName: "eth0", Conf: withPrevResult(s.conf, s.result[i])})
 				}
 			}
 		})

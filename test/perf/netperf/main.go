@@ -26,6 +26,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/berthdev/berth/test/perf/perfnet"
 )
 
 type options struct {
@@ -183,7 +185,7 @@ func realMain(args []string) int {
 	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stopSignals()
 
-	e := &env{logf: logf, verbose: o.verbose}
+	e := perfnet.NewEnv(nsPrefix, logf, o.verbose)
 	h := &harness{opts: o, env: e, logf: logf}
 	h.berth, h.berthErr = findBerth(o.berthBin)
 	if o.buildError != "" {
@@ -202,7 +204,7 @@ func realMain(args []string) int {
 		}
 		cleaned = true
 		logf("cleaning up")
-		rep.Cleanup = e.cleanup()
+		rep.Cleanup = e.Cleanup()
 		for name := range rootLinks() {
 			if !before[name] {
 				rep.Cleanup = append(rep.Cleanup, "link appeared in the root namespace during the run (netperf creates none there: a plugin or other work on the machine did): "+name)
@@ -269,29 +271,12 @@ func preflight(o *options) error {
 	return nil
 }
 
-// findBerth resolves the berth binary; CNI_PATH will be its directory, and
-// a runtime finds it there by its type, "berth".
-func findBerth(path string) (plugin, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return plugin{}, err
-	}
-	st, err := os.Stat(abs)
-	if err != nil {
-		return plugin{}, fmt.Errorf("berth binary %s not found (build it: go build -o _output/bin/berth ./cmd/berth-cni): %v", path, err)
-	}
-	if st.IsDir() || st.Mode()&0o111 == 0 {
-		return plugin{}, fmt.Errorf("berth binary %s is not an executable file", path)
-	}
-	return plugin{Label: "berth", Path: abs, CNIPath: filepath.Dir(abs)}, nil
-}
-
 // runThroughput sets every selected case up, warms it up, then measures
 // all of them interleaved: each repeat walks the cases in turn (A B C A B
 // C ...), rotating the starting case, so slow drift of a noisy VM spreads
 // over all cases instead of landing on one.
 func (h *harness) runThroughput(ctx context.Context, rep *netReport) {
-	logDir, err := h.env.tempDir("bperf-logs-")
+	logDir, err := h.env.TempDir("bperf-logs-")
 	if err != nil {
 		logDir = os.TempDir()
 	}
@@ -315,9 +300,9 @@ func (h *harness) runThroughput(ctx context.Context, rep *netReport) {
 			cr.Endpoints = ep
 			h.logf("  server %s in %s, client %s in %s, pod MTU %d", ep.ServerIP, ep.ServerNS, ep.ClientIP, ep.ClientNS, ep.PodMTU)
 			var srv *iperfServer
-			srv, err = h.env.startIperfServer(ctx, h.opts.iperf3, ep.ServerNS, cr.Port, logDir)
+			srv, err = h.env.StartIperfServer(ctx, h.opts.iperf3, ep.ServerNS, cr.Port, logDir)
 			if err == nil {
-				cr.serverLog = srv.log
+				cr.serverLog = srv.Log
 				// Warm-up: proves the data path works (ARP, FDB, routes)
 				// before anything is measured; not recorded as a sample.
 				_, err = runIperfClient(ctx, h.opts.iperf3, ep.ClientNS, ep.ServerIP, cr.Port, 1, time.Second)

@@ -1,20 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
-	"math"
-	"os"
-	"os/exec"
-	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/berthdev/berth/test/perf/perfnet"
 	"github.com/berthdev/berth/test/perf/report"
 )
 
@@ -34,37 +26,6 @@ type netReport struct {
 	LatRatios   []ratio          `json:"cniLatencyRatios"`
 	Cleanup     []string         `json:"cleanupProblems"`
 	Notes       []string         `json:"notes"`
-}
-
-type machineInfo struct {
-	Kernel        string            `json:"kernel"`
-	KernelBuild   string            `json:"kernelBuild"`
-	OS            string            `json:"os"`
-	CPUs          int               `json:"cpus"`
-	CPUModel      string            `json:"cpuModel"`
-	MemTotal      string            `json:"memTotal"`
-	Hostname      string            `json:"hostname"`
-	Date          string            `json:"date"`
-	GoVersion     string            `json:"goVersion"`
-	Tools         map[string]string `json:"tools"`
-	Berth         berthInfo         `json:"berth"`
-	GitCommit     string            `json:"gitCommit,omitempty"`
-	NetworkSysctl map[string]string `json:"sysctl"`
-	LoadAvgStart  string            `json:"loadavgStart"`
-	LoadAvgEnd    string            `json:"loadavgEnd"`
-	CPUBusyPct    float64           `json:"cpuBusyPct"`  // all CPUs, whole run, everything on the machine
-	CPUStealPct   float64           `json:"cpuStealPct"` // hypervisor steal over the run
-	cpuStart      cpuTimes
-}
-
-type berthInfo struct {
-	Path     string `json:"path"`
-	Present  bool   `json:"present"`
-	Error    string `json:"error,omitempty"`
-	SHA256   string `json:"sha256,omitempty"`
-	Size     int64  `json:"size,omitempty"`
-	Modified string `json:"modified,omitempty"`
-	Version  string `json:"cniVersionCommand,omitempty"`
 }
 
 type params struct {
@@ -121,13 +82,6 @@ type ratio struct {
 	Reason      string   `json:"reason,omitempty"`
 }
 
-func fptr(v float64) *float64 {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return nil
-	}
-	return &v
-}
-
 func newReport(ctx context.Context, h *harness, args []string, t0 time.Time) *netReport {
 	o := h.opts
 	shown := displayArgs(args)
@@ -147,66 +101,17 @@ func newReport(ctx context.Context, h *harness, args []string, t0 time.Time) *ne
 			"Topologies are network namespaces on one kernel: macvlan masters and vxlan underlays are veth pairs, so 'wire' speed is memory bandwidth, not a NIC.",
 		},
 	}
-	m := machineInfo{
-		Kernel:      readTrim("/proc/sys/kernel/osrelease"),
-		KernelBuild: readTrim("/proc/sys/kernel/version"),
-		OS:          osRelease(),
-		CPUs:        runtime.NumCPU(),
-		CPUModel:    cpuModel(),
-		MemTotal:    memTotal(),
-		Date:        t0.UTC().Format(time.RFC3339),
-		GoVersion:   runtime.Version(),
-		Tools:       map[string]string{},
-		NetworkSysctl: map[string]string{
-			"net.core.default_qdisc":            readTrim("/proc/sys/net/core/default_qdisc"),
-			"net.ipv4.tcp_congestion_control":   readTrim("/proc/sys/net/ipv4/tcp_congestion_control"),
-			"net.core.rmem_max":                 readTrim("/proc/sys/net/core/rmem_max"),
-			"net.core.wmem_max":                 readTrim("/proc/sys/net/core/wmem_max"),
-			"bridge-nf-call-iptables (root ns)": readTrim("/proc/sys/net/bridge/bridge-nf-call-iptables"),
-		},
-	}
-	m.Hostname, _ = os.Hostname()
-	m.LoadAvgStart = loadAvg()
-	m.cpuStart = readCPUTimes()
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(cctx, o.iperf3, "--version").Output(); err == nil {
-		m.Tools["iperf3"] = firstLine(string(out))
-	}
-	if out, err := exec.CommandContext(cctx, "ip", "-V").Output(); err == nil {
-		m.Tools["iproute2"] = firstLine(string(out))
-	}
-	if out, err := exec.CommandContext(cctx, "dpkg-query", "-W", "-f=${Version}", "containernetworking-plugins").Output(); err == nil {
-		m.Tools["containernetworking-plugins (deb)"] = strings.TrimSpace(string(out))
-	}
-	m.Tools["reference macvlan plugin"] = h.refPlugin("macvlan").version(cctx)
-	if out, err := exec.CommandContext(cctx, "git", "rev-parse", "--short", "HEAD").Output(); err == nil {
-		m.GitCommit = strings.TrimSpace(string(out))
-		if st, err := exec.CommandContext(cctx, "git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
-			m.GitCommit += " + uncommitted changes"
-		}
-	}
-	m.Berth.Path = o.berthBin
-	if h.berthErr != nil {
-		m.Berth.Error = h.berthErr.Error()
-	} else {
-		m.Berth.Present = true
-		if st, err := os.Stat(h.berth.Path); err == nil {
-			m.Berth.Size = st.Size()
-			m.Berth.Modified = st.ModTime().UTC().Format(time.RFC3339)
-		}
-		m.Berth.SHA256 = fileSHA256(h.berth.Path)
-		m.Berth.Version = h.berth.version(cctx)
-	}
-	r.Machine = m
+	r.Machine = perfnet.CollectMachine(ctx, t0, perfnet.MachineOpts{
+		Iperf3: o.iperf3, RefPlugin: h.refPlugin("macvlan"), RefName: "reference macvlan plugin",
+		BerthFlag: o.berthBin, Berth: h.berth, BerthErr: h.berthErr,
+	})
 	return r
 }
 
 // finish computes medians and ratios.
 func (r *netReport) finish(t time.Time) {
 	r.Finished = t
-	r.Machine.LoadAvgEnd = loadAvg()
-	r.Machine.CPUBusyPct, r.Machine.CPUStealPct = r.Machine.cpuStart.usageSince(readCPUTimes())
+	r.Machine.End()
 	for _, c := range r.Throughput {
 		for _, s := range c.Streams {
 			xs := s.gbps()
@@ -266,30 +171,6 @@ func (r *netReport) finish(t time.Time) {
 			r.LatRatios = append(r.LatRatios, rt)
 		}
 	}
-}
-
-// displayArgs drops --berth-build-error and its value (the compiler's
-// output, shown elsewhere in the report) from the command line we print.
-func displayArgs(args []string) []string {
-	var out []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case a == "--berth-build-error" || a == "-berth-build-error":
-			i++
-		case strings.HasPrefix(a, "--berth-build-error=") || strings.HasPrefix(a, "-berth-build-error="):
-		default:
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-func verdict(ok bool) string {
-	if ok {
-		return "target met"
-	}
-	return "target missed"
 }
 
 func (r *netReport) find(name string, streams int) (*caseResult, *streamResult) {
@@ -360,117 +241,4 @@ func (r *netReport) referenceFailed() bool {
 		}
 	}
 	return false
-}
-
-func readTrim(p string) string {
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
-}
-
-func firstLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
-}
-
-func cpuModel() string {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
-
-func memTotal() string {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && k == "MemTotal" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
-
-func osRelease() string {
-	for _, l := range strings.Split(readTrim("/etc/os-release"), "\n") {
-		if v, ok := strings.CutPrefix(l, "PRETTY_NAME="); ok {
-			return strings.Trim(v, `"`)
-		}
-	}
-	return runtime.GOOS
-}
-
-func fileSHA256(p string) string {
-	f, err := os.Open(p)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	hs := sha256.New()
-	if _, err := io.Copy(hs, f); err != nil {
-		return ""
-	}
-	return hex.EncodeToString(hs.Sum(nil))
-}
-
-func loadAvg() string {
-	f := strings.Fields(readTrim("/proc/loadavg"))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-// cpuTimes is the aggregate "cpu" line of /proc/stat.
-type cpuTimes struct{ total, idle, steal uint64 }
-
-func readCPUTimes() cpuTimes {
-	for _, l := range strings.Split(readTrim("/proc/stat"), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 9 || f[0] != "cpu" {
-			continue
-		}
-		var t cpuTimes
-		for i, x := range f[1:] {
-			v, _ := strconv.ParseUint(x, 10, 64)
-			if i >= 8 { // guest time is already counted in user
-				break
-			}
-			t.total += v
-			switch i {
-			case 3, 4: // idle, iowait
-				t.idle += v
-			case 7:
-				t.steal += v
-			}
-		}
-		return t
-	}
-	return cpuTimes{}
-}
-
-// usageSince returns busy% and steal% between two readings.
-func (a cpuTimes) usageSince(b cpuTimes) (busy, steal float64) {
-	dt := float64(b.total - a.total)
-	if a.total == 0 || dt <= 0 {
-		return 0, 0
-	}
-	return 100 * (dt - float64(b.idle-a.idle)) / dt, 100 * float64(b.steal-a.steal) / dt
 }

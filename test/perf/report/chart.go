@@ -33,6 +33,19 @@ type Chart struct {
 	Width, Height int
 	// Note is an optional line of small grey text under the plot.
 	Note string
+	// Lines are dashed horizontal reference lines (a target, a ceiling).
+	Lines []HLine
+	// YMax, when > 0, fixes the top of the Y axis (rounded up to a whole
+	// tick). A bar or whisker above it is cut at the top and marked with a
+	// break; its label still prints the true value. For charts where one
+	// case is orders of magnitude above the rest.
+	YMax float64
+}
+
+// HLine is a labelled horizontal reference line.
+type HLine struct {
+	Value float64
+	Label string
 }
 
 // palette is colour-blind friendly (Okabe-Ito).
@@ -95,8 +108,17 @@ func (c Chart) SVG() []byte {
 			}
 		}
 	}
+	for _, l := range c.Lines {
+		if !math.IsNaN(l.Value) && !math.IsInf(l.Value, 0) {
+			vmax = math.Max(vmax, l.Value)
+		}
+	}
+	if c.YMax > 0 && vmax > c.YMax {
+		vmax = c.YMax
+	}
 	step, ymax := niceScale(vmax, 5)
-	y := func(v float64) float64 { return top + plotH - v/ymax*plotH }
+	// Values above the axis are drawn at the axis top (clipped).
+	y := func(v float64) float64 { return top + plotH - math.Min(v, ymax)/ymax*plotH }
 
 	var b bytes.Buffer
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="Helvetica, Arial, sans-serif">`+"\n", width, height, width, height)
@@ -113,6 +135,18 @@ func (c Chart) SVG() []byte {
 	fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#333333" stroke-width="1"/>`+"\n", left, top+plotH, left+plotW, top+plotH)
 	if c.YLabel != "" {
 		fmt.Fprintf(&b, `<text x="16" y="%.1f" font-size="12" text-anchor="middle" transform="rotate(-90 16 %.1f)">%s</text>`+"\n", top+plotH/2, top+plotH/2, esc(c.YLabel))
+	}
+
+	// Reference lines, under the bars.
+	for _, l := range c.Lines {
+		if math.IsNaN(l.Value) || math.IsInf(l.Value, 0) || l.Value > ymax {
+			continue
+		}
+		yy := y(l.Value)
+		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#555555" stroke-width="1" stroke-dasharray="6 4"/>`+"\n", left, yy, left+plotW, yy)
+		if l.Label != "" {
+			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="end" fill="#555555">%s</text>`+"\n", left+plotW-2, yy-3, esc(l.Label))
+		}
 	}
 
 	// Bars.
@@ -133,6 +167,12 @@ func (c Chart) SVG() []byte {
 			yy := y(math.Max(v, 0))
 			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s / %s: %s</title></rect>`+"\n",
 				x, yy, barW, top+plotH-yy, col, esc(g), esc(s.Name), esc(fmt.Sprintf(format, v)))
+			if v > ymax {
+				// Axis break: two white slashes across the clipped bar.
+				for _, dy := range []float64{10, 16} {
+					fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#ffffff" stroke-width="2"/>`+"\n", x-2, yy+dy+4, x+barW+2, yy+dy-4)
+				}
+			}
 			labelY := yy - 4
 			if gi < len(s.Low) && gi < len(s.High) && !math.IsNaN(s.Low[gi]) && !math.IsNaN(s.High[gi]) {
 				lo, hi := y(s.Low[gi]), y(s.High[gi])

@@ -104,3 +104,28 @@ func TestTable(t *testing.T) {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
 }
+
+func TestChartLinesAndClipping(t *testing.T) {
+	svg := string(Chart{
+		Title:  "overshoot",
+		Groups: []string{"10M", "100M"},
+		Series: []Series{{Name: "a", Values: []float64{1.1, 42}, Low: []float64{1, 30}, High: []float64{1.2, 55}}},
+		Lines:  []HLine{{Value: 1.5, Label: "target 1.5x"}, {Value: 100, Label: "off the axis"}},
+		YMax:   4,
+	}.SVG())
+	if err := xml.Unmarshal([]byte(svg), new(struct{})); err != nil {
+		t.Fatalf("not well-formed: %v", err)
+	}
+	for _, want := range []string{"target 1.5x", "42.00", "stroke-dasharray"} {
+		if !strings.Contains(svg, want) {
+			t.Errorf("chart lacks %q", want)
+		}
+	}
+	if strings.Contains(svg, "off the axis") {
+		t.Error("a line above YMax was drawn")
+	}
+	// The axis stops near YMax instead of stretching to 55.
+	if strings.Contains(svg, ">60<") || strings.Contains(svg, ">50<") {
+		t.Errorf("axis not clipped at YMax:\n%s", svg)
+	}
+}

@@ -1,4 +1,4 @@
-package main
+package perfnet
 
 import (
 	"bytes"
@@ -11,47 +11,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
-// inNetns runs fn on a fresh OS thread that has joined the network
-// namespace at path. Any process fn starts with os/exec is forked from that
-// thread and so inherits the namespace: this is how a container runtime's
-// "host" namespace becomes a node netns for a CNI plugin. The thread is
-// never unlocked, so Go discards it when fn returns instead of reusing a
-// thread that sits in the wrong namespace.
-func inNetns(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		f, err := os.Open(path)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %v", path, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
-// plugin is one CNI plugin binary as a runtime would find it.
-type plugin struct {
+// Plugin is one CNI plugin binary as a runtime would find it.
+type Plugin struct {
 	Label   string // "berth" or "ref"
 	Path    string // binary to exec
 	CNIPath string // CNI_PATH handed to it (delegated IPAM lives here)
 }
 
-// cniCall is one invocation: the env a runtime sets plus the conf on stdin.
-type cniCall struct {
+// CNICall is one invocation: the env a runtime sets plus the conf on stdin.
+type CNICall struct {
 	Command     string // ADD, DEL, CHECK, VERSION
 	ContainerID string
 	Netns       string // CNI_NETNS path
@@ -59,8 +31,8 @@ type cniCall struct {
 	Conf        []byte
 }
 
-// pluginTimeout bounds one plugin call.
-const pluginTimeout = 60 * time.Second
+// PluginTimeout bounds one plugin call.
+const PluginTimeout = 60 * time.Second
 
 // cniError is the CNI error object a plugin prints on failure.
 type cniError struct {
@@ -69,14 +41,14 @@ type cniError struct {
 	Details string `json:"details"`
 }
 
-// exec runs the plugin exactly as a runtime does (fork/exec, CNI_* env,
+// Exec runs the plugin exactly as a runtime does (fork/exec, CNI_* env,
 // conf on stdin, result or error JSON on stdout) in the caller's thread's
 // namespace, and returns stdout and the wall time of fork to exit.
-func (p plugin) exec(ctx context.Context, c cniCall) ([]byte, time.Duration, error) {
+func (p Plugin) Exec(ctx context.Context, c CNICall) ([]byte, time.Duration, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		// A wedged plugin must not hang the whole report.
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, pluginTimeout)
+		ctx, cancel = context.WithTimeout(ctx, PluginTimeout)
 		defer cancel()
 	}
 	cmd := exec.CommandContext(ctx, p.Path)
@@ -110,17 +82,17 @@ func (p plugin) exec(ctx context.Context, c cniCall) ([]byte, time.Duration, err
 			}
 		}
 		if s := strings.TrimSpace(errb.String()); s != "" {
-			msg += " (stderr: " + tail(s, 400) + ")"
+			msg += " (stderr: " + Tail(s, 400) + ")"
 		}
 		return out.Bytes(), d, fmt.Errorf("%s plugin %s %s: %v: %s", p.Label, filepath.Base(p.Path), c.Command, err, msg)
 	}
 	return out.Bytes(), d, nil
 }
 
-// execIn runs exec on a thread inside the node namespace nodeNS.
-func (p plugin) execIn(ctx context.Context, nodeNS string, c cniCall) (out []byte, d time.Duration, err error) {
-	nsErr := inNetns(nsPath(nodeNS), func() error {
-		out, d, err = p.exec(ctx, c)
+// ExecIn runs Exec on a thread inside the node namespace nodeNS.
+func (p Plugin) ExecIn(ctx context.Context, nodeNS string, c CNICall) (out []byte, d time.Duration, err error) {
+	nsErr := InNetns(NSPath(nodeNS), func() error {
+		out, d, err = p.Exec(ctx, c)
 		return nil
 	})
 	if nsErr != nil {
@@ -129,9 +101,9 @@ func (p plugin) execIn(ctx context.Context, nodeNS string, c cniCall) (out []byt
 	return out, d, err
 }
 
-// attachment is a pod interface added by a plugin.
-type attachment struct {
-	Plugin      plugin
+// Attachment is a pod interface added by a plugin.
+type Attachment struct {
+	Plugin      Plugin
 	NodeNS      string
 	PodNS       string
 	ContainerID string
@@ -141,25 +113,25 @@ type attachment struct {
 	IP          string
 }
 
-// add runs ADD for a pod in nodeNS and registers a best-effort DEL for
+// CNIAdd runs ADD for a pod in nodeNS and registers a best-effort DEL for
 // cleanup (runtimes call DEL to release IPAM state; the namespaces go away
 // anyway).
-func (e *env) cniAdd(ctx context.Context, p plugin, nodeNS, podNS, ifname string, conf []byte) (*attachment, error) {
-	a := &attachment{Plugin: p, NodeNS: nodeNS, PodNS: podNS, ContainerID: containerID(), IfName: ifname, Conf: conf}
-	out, _, err := p.execIn(ctx, nodeNS, cniCall{Command: "ADD", ContainerID: a.ContainerID, Netns: nsPath(podNS), IfName: ifname, Conf: conf})
+func (e *Env) CNIAdd(ctx context.Context, p Plugin, nodeNS, podNS, ifname string, conf []byte) (*Attachment, error) {
+	a := &Attachment{Plugin: p, NodeNS: nodeNS, PodNS: podNS, ContainerID: ContainerID(), IfName: ifname, Conf: conf}
+	out, _, err := p.ExecIn(ctx, nodeNS, CNICall{Command: "ADD", ContainerID: a.ContainerID, Netns: NSPath(podNS), IfName: ifname, Conf: conf})
 	// Register the DEL even when ADD failed: a runtime does the same, and a
 	// half-done ADD may have left state behind.
-	e.onCleanup(func(ctx context.Context) {
-		delConf := withPrevResult(a.Conf, a.Result)
-		if _, _, err := p.execIn(ctx, nodeNS, cniCall{Command: "DEL", ContainerID: a.ContainerID, Netns: nsPath(podNS), IfName: ifname, Conf: delConf}); err != nil && e.verbose {
-			e.logf("cleanup: %v", err)
+	e.OnCleanup(func(ctx context.Context) {
+		delConf := WithPrevResult(a.Conf, a.Result)
+		if _, _, err := p.ExecIn(ctx, nodeNS, CNICall{Command: "DEL", ContainerID: a.ContainerID, Netns: NSPath(podNS), IfName: ifname, Conf: delConf}); err != nil && e.Verbose {
+			e.Logf("cleanup: %v", err)
 		}
 	})
 	if err != nil {
 		return nil, err
 	}
 	a.Result = json.RawMessage(out)
-	ipAddr, err := firstIP(out)
+	ipAddr, err := FirstIP(out)
 	if err != nil {
 		return nil, err
 	}
@@ -167,18 +139,18 @@ func (e *env) cniAdd(ctx context.Context, p plugin, nodeNS, podNS, ifname string
 	return a, nil
 }
 
-// firstIP returns ips[0].address without its prefix length.
-func firstIP(result []byte) (string, error) {
+// FirstIP returns ips[0].address of a CNI result without its prefix length.
+func FirstIP(result []byte) (string, error) {
 	var r struct {
 		IPs []struct {
 			Address string `json:"address"`
 		} `json:"ips"`
 	}
 	if err := json.Unmarshal(result, &r); err != nil {
-		return "", fmt.Errorf("parse ADD result %q: %v", tail(string(result), 300), err)
+		return "", fmt.Errorf("parse ADD result %q: %v", Tail(string(result), 300), err)
 	}
 	if len(r.IPs) == 0 {
-		return "", fmt.Errorf("ADD result has no ips: %s", tail(string(result), 300))
+		return "", fmt.Errorf("ADD result has no ips: %s", Tail(string(result), 300))
 	}
 	ipAddr, _, err := net.ParseCIDR(r.IPs[0].Address)
 	if err != nil {
@@ -187,9 +159,9 @@ func firstIP(result []byte) (string, error) {
 	return ipAddr.String(), nil
 }
 
-// withPrevResult returns conf with "prevResult" set, as libcni does for DEL
+// WithPrevResult returns conf with "prevResult" set, as libcni does for DEL
 // when it has a cached ADD result. Without a result, conf is returned as is.
-func withPrevResult(conf []byte, result json.RawMessage) []byte {
+func WithPrevResult(conf []byte, result json.RawMessage) []byte {
 	if len(result) == 0 || !json.Valid(result) {
 		return conf
 	}
@@ -205,15 +177,15 @@ func withPrevResult(conf []byte, result json.RawMessage) []byte {
 	return b
 }
 
-// containerID returns 64 hex chars, like a real container ID.
-func containerID() string {
+// ContainerID returns 64 hex chars, like a real container ID.
+func ContainerID() string {
 	var b [32]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
 
-// mustJSON marshals a conf built from maps; it cannot fail for those.
-func mustJSON(v any) []byte {
+// MustJSON marshals a conf built from maps; it cannot fail for those.
+func MustJSON(v any) []byte {
 	b, err := json.Marshal(v)
 	if err != nil {
 		panic(err)
@@ -221,11 +193,11 @@ func mustJSON(v any) []byte {
 	return b
 }
 
-// pluginVersion asks a plugin for its supported spec versions (CNI VERSION).
-func (p plugin) version(ctx context.Context) string {
-	out, _, err := p.exec(ctx, cniCall{Command: "VERSION", Conf: []byte(`{"cniVersion":"0.4.0"}`)})
+// Version asks a plugin for its supported spec versions (CNI VERSION).
+func (p Plugin) Version(ctx context.Context) string {
+	out, _, err := p.Exec(ctx, CNICall{Command: "VERSION", Conf: []byte(`{"cniVersion":"0.4.0"}`)})
 	if err != nil {
-		return "error: " + tail(err.Error(), 200)
+		return "error: " + Tail(err.Error(), 200)
 	}
 	var v struct {
 		CNIVersion        string   `json:"cniVersion"`
@@ -237,7 +209,25 @@ func (p plugin) version(ctx context.Context) string {
 	return "supports " + strings.Join(v.SupportedVersions, ",")
 }
 
-func tail(s string, n int) string {
+// FindBerth resolves the berth binary; CNI_PATH will be its directory, and
+// a runtime finds it there by its type, "berth".
+func FindBerth(path string) (Plugin, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return Plugin{}, err
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return Plugin{}, fmt.Errorf("berth binary %s not found (build it: go build -o _output/bin/berth ./cmd/berth-cni): %v", path, err)
+	}
+	if st.IsDir() || st.Mode()&0o111 == 0 {
+		return Plugin{}, fmt.Errorf("berth binary %s is not an executable file", path)
+	}
+	return Plugin{Label: "berth", Path: abs, CNIPath: filepath.Dir(abs)}, nil
+}
+
+// Tail keeps the last n bytes of s, marking the cut.
+func Tail(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
