@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/berthdev/berth/cni/config"
+	"github.com/berthdev/berth/cni/overlay"
 	"github.com/berthdev/berth/cni/tenant"
 	bebpf "github.com/berthdev/berth/ebpf"
 )
@@ -197,6 +198,11 @@ func (r *request) checkDataplane(netns ns.NetNS, prev *current.Result) error {
 				return types.NewError(types.ErrInternal, fmt.Sprintf("check: endpoint %s not registered for its tenant (found=%v id=%d)", a, ok, got), "")
 			}
 		}
+		if r.conf.Mode == config.ModeVXLAN {
+			if err := checkTenantRules(addrs, overlay.TableFor(idx)); err != nil {
+				return err
+			}
+		}
 	}
 	shaping := shapingOf(r.conf.EffectiveBandwidth())
 	return netns.Do(func(ns.NetNS) error {
@@ -277,6 +283,34 @@ func (r *request) guardVNI(ifindex int, tenantIdx uint32) error {
 	defer maps.Close()
 	if _, err := maps.AttachVNIGuard(ifindex, bpfID(tenantIdx)); err != nil {
 		return types.NewError(ErrCodeDataplane, "attach the VNI guard", err.Error())
+	}
+	return nil
+}
+
+// checkTenantRules verifies that each pod address is steered into table
+// (or, for the default tenant's table 0, that no berth rule diverts it).
+func checkTenantRules(addrs []netip.Addr, table int) error {
+	for _, a := range addrs {
+		family := netlink.FAMILY_V4
+		if a.Is6() {
+			family = netlink.FAMILY_V6
+		}
+		rules, err := netlink.RuleListFiltered(family, &netlink.Rule{Src: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}}, netlink.RT_FILTER_SRC)
+		if err != nil {
+			return types.NewError(types.ErrIOFailure, "list routing rules", err.Error())
+		}
+		found := false
+		for _, ru := range rules {
+			if ru.Priority == TenantRulePriority {
+				found = found || ru.Table == table
+				if ru.Table != table {
+					return types.NewError(types.ErrInternal, fmt.Sprintf("check: %s is steered into table %d, its tenant's is %d", a, ru.Table, table), "")
+				}
+			}
+		}
+		if table != 0 && !found {
+			return types.NewError(types.ErrInternal, fmt.Sprintf("check: no rule steers %s into its tenant's table %d", a, table), "")
+		}
 	}
 	return nil
 }

@@ -141,6 +141,20 @@ func TestTenantIsolationMatrix(t *testing.T) {
 			if strings.HasPrefix(s.name, "vxlan") {
 				checkTenantVNIs(t, pods)
 			}
+			// CHECK (with the pods' CNI_ARGS) verifies endpoints, programs and,
+			// in vxlan mode, the tenant routing rule; a1 and b1 share conf's node.
+			nd := node{netNS: pods["a1"].node}
+			for _, name := range []string{"a1", "b1"} {
+				if err := nd.check(t, conf, pods[name]); err != nil {
+					t.Errorf("CHECK %s: %v", name, err)
+				}
+			}
+			if strings.HasPrefix(s.name, "vxlan") {
+				run(t, "ip", "-n", nd.Name, "rule", "del", "from", pods["b1"].ip(), "priority", "1000")
+				if err := nd.check(t, conf, pods["b1"]); err == nil {
+					t.Error("CHECK passed with b1's tenant routing rule removed")
+				}
+			}
 		})
 	}
 }
