@@ -40,8 +40,9 @@ unit: ## unit tests only (no root needed)
 integration: ## root integration tests only
 	$(GO) test -count=1 -v -timeout $(TEST_TIMEOUT) ./test/integration/...
 
-generate: ## regenerate bpf2go output (needs clang)
-	@echo "make generate: there is no eBPF code yet (the eBPF dataplane issue adds it); nothing to generate." >&2; exit 1
+generate: ## regenerate the committed bpf2go output from ebpf/*.c (installs Debian's clang)
+	WITH_CLANG=1 bash hack/install-deps.sh
+	$(GO) generate ./ebpf/...
 
 perf: ## iperf3 and ADD/DEL latency report under test/perf/results
 	bash hack/perf-net.sh

@@ -165,6 +165,19 @@ func newMacvlanNode(t *testing.T) node {
 	return node{netNS: n, Uplink: "btiup0"}
 }
 
+// newMacvlanPair makes two nodes whose macvlan masters are the two ends of
+// one veth pair: one L2 segment between the nodes, as on a switch.
+func newMacvlanPair(t *testing.T) (node, node) {
+	t.Helper()
+	a, b := newNS(t, "a"), newNS(t, "b")
+	peer := "btim" + randHex(3)
+	a.ip(t, "link", "add", "btimv", "type", "veth", "peer", "name", peer, "netns", b.Name)
+	b.ip(t, "link", "set", peer, "name", "btimv")
+	a.ip(t, "link", "set", "btimv", "up")
+	b.ip(t, "link", "set", "btimv", "up")
+	return node{netNS: a, Uplink: "btimv"}, node{netNS: b, Uplink: "btimv"}
+}
+
 // newVXLANPair makes two nodes joined by a veth underlay 198.18.0.1/24 and
 // 198.18.0.2/24 (the last octet pair varies per test to keep runs apart in
 // captures; addresses live in separate namespaces so they never clash).
