@@ -91,9 +91,8 @@ func TestIsolationPolicy(t *testing.T) {
 	requireRoot(t)
 	for _, mode := range []attach.Mode{attach.ModeTCX, attach.ModeClsBPF} {
 		t.Run(string(mode), func(t *testing.T) {
-			t.Setenv("BERTH_ATTACH_MODE", string(mode))
-			attach.ForceMode(mode)
-			defer attach.ForceMode("")
+			attach.Prefer(mode)
+			defer attach.Prefer("")
 			m := testMaps(t)
 			a, b := pair(t)
 			ipA, ipB := netip.MustParseAddr("198.18.90.1"), netip.MustParseAddr("198.18.90.2")

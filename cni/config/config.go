@@ -96,7 +96,10 @@ type NetConf struct {
 	// Tenancy configures tenant isolation (on by default).
 	Tenancy Tenancy `json:"tenancy,omitempty"`
 	// BPFPinDir holds the dataplane's pinned maps.
-	BPFPinDir     string        `json:"bpfPinDir,omitempty"`
+	BPFPinDir string `json:"bpfPinDir,omitempty"`
+	// AttachMode is how tc programs are attached: "cls_bpf" (default) or
+	// "tcx"; see docs/dataplane.md for the measured trade-off.
+	AttachMode    string        `json:"attachMode,omitempty"`
 	RuntimeConfig RuntimeConfig `json:"runtimeConfig,omitempty"`
 
 	// RawIPAM shadows PluginConf.IPAM (json picks the shallower field). It

@@ -86,6 +86,7 @@ func TestParse(t *testing.T) {
 		{name: "allow-list bad cidr", conf: `{"cniVersion":"1.1.0","name":"n","tenancy":{"allow":[{"cidr":"10.96.0.10"}]},"ipam":{"subnet":"198.18.10.0/24"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "tenancy.allow[0].cidr"},
 		{name: "allow-list bad protocol", conf: `{"cniVersion":"1.1.0","name":"n","tenancy":{"allow":[{"cidr":"10.96.0.10/32","ports":[{"protocol":"gre"}]}]},"ipam":{"subnet":"198.18.10.0/24"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "tenancy.allow[0].ports[0].protocol"},
 		{name: "vniBase leaves no room", conf: `{"cniVersion":"1.1.0","name":"n","mode":"vxlan","tenancy":{"vniBase":16777000},"ipam":{"subnet":"198.18.10.0/24"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "tenancy.vniBase"},
+		{name: "unknown attach mode", conf: `{"cniVersion":"1.1.0","name":"n","attachMode":"xdp","ipam":{"subnet":"198.18.10.0/24"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "attachMode"},
 		{name: "pin dir outside bpffs", conf: `{"cniVersion":"1.1.0","name":"n","bpfPinDir":"/tmp/x","ipam":{"subnet":"198.18.10.0/24"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "bpfPinDir"},
 		{
 			name: "runtime bandwidth overrides the network default",

@@ -84,6 +84,13 @@ func (c *NetConf) validateDataplane() error {
 	if !strings.HasPrefix(c.BPFPinDir, "/sys/fs/bpf/") {
 		return invalid("bpfPinDir", "%q is not under /sys/fs/bpf/", c.BPFPinDir)
 	}
+	switch c.AttachMode {
+	case "":
+		c.AttachMode = "cls_bpf"
+	case "cls_bpf", "tcx":
+	default:
+		return invalid("attachMode", "unknown mode %q (want cls_bpf or tcx)", c.AttachMode)
+	}
 	for _, bw := range []struct {
 		field string
 		b     *Bandwidth

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -52,10 +53,12 @@ func Add(args *skel.CmdArgs) (retErr error) {
 		}
 	}()
 
+	start := time.Now()
 	res, err := r.allocate()
 	if err != nil {
 		return err
 	}
+	tAlloc := time.Since(start)
 	r.onRollback(func() {
 		if err := r.release(); err != nil {
 			r.log.Error("rollback: release addresses", "error", err)
@@ -69,6 +72,7 @@ func Add(args *skel.CmdArgs) (retErr error) {
 			return err
 		}
 	}
+	tTenant := time.Since(start)
 	switch r.conf.Mode {
 	case config.ModeMacvlan, config.ModeIPvlan:
 		err = r.addSub(netns, master, mtu, res)
@@ -84,11 +88,15 @@ func Add(args *skel.CmdArgs) (retErr error) {
 			podMAC, _ = net.ParseMAC(i.Mac)
 		}
 	}
+	tLink := time.Since(start)
 	if err := r.addDataplane(netns, res, podMAC); err != nil {
 		return err
 	}
 	res.DNS = r.conf.DNS
-	r.log.Info("attached", "ips", res.IPs)
+	// Cumulative phase times let an operator see where a slow ADD spent
+	// its time without a profiler.
+	r.log.Info("attached", "ips", res.IPs, "ipamDone", tAlloc, "tenantDone", tTenant,
+		"linkDone", tLink, "dataplaneDone", time.Since(start))
 	return types.PrintResult(res, r.conf.CNIVersion)
 }
 

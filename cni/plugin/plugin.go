@@ -24,6 +24,7 @@ import (
 	"github.com/berthdev/berth/cni/ipam"
 	"github.com/berthdev/berth/cni/link"
 	"github.com/berthdev/berth/cni/overlay"
+	"github.com/berthdev/berth/ebpf/attach"
 )
 
 // About is printed when the binary runs without CNI_COMMAND.
@@ -55,6 +56,7 @@ func load(args *skel.CmdArgs, verb string) (*request, func(), error) {
 	if err != nil {
 		return nil, func() {}, err
 	}
+	attach.Prefer(attach.Mode(conf.AttachMode))
 	logger, closeLog := newLogger(conf)
 	logger = logger.With("verb", verb, "network", conf.Name, "mode", conf.Mode)
 	if args.ContainerID != "" {

@@ -294,7 +294,8 @@ for _ in range(3):
 func TestTenantCleanup(t *testing.T) {
 	requireRoot(t)
 	n := newMacvlanNode(t)
-	conf := netConf(t, "1.1.0", "bti-tcl", "macvlan", n.Uplink, "198.18.53.0/24", nil)
+	// TCX here; every other test uses the default cls_bpf attachment.
+	conf := netConf(t, "1.1.0", "bti-tcl", "macvlan", n.Uplink, "198.18.53.0/24", map[string]any{"attachMode": "tcx"})
 	p1, p2, p3 := n.addTenant(t, conf, "team-a"), n.addTenant(t, conf, "team-a"), n.addTenant(t, conf, "team-b")
 	maps, err := bebpf.OpenMaps(pinDirOf(t, conf))
 	if err != nil {
