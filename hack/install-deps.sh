@@ -20,7 +20,7 @@ need_root() {
 # Debian packages. iproute2 gives `ip netns`; the reference CNI plugins are
 # the comparison baseline for the perf suite; iperf3 measures; clang/llvm and
 # bpftool are only needed by `make generate`, but they are cheap to have.
-APT_PKGS=(iproute2 iputils-ping iptables ethtool jq iperf3 containernetworking-plugins python3
+APT_PKGS=(iproute2 iputils-ping iptables ethtool jq iperf3 containernetworking-plugins
 	util-linux procps kmod ca-certificates socat python3)
 
 apt_install() {

@@ -39,6 +39,9 @@ import (
 // namespaces with this prefix are ever deleted.
 const nsPrefix = "bpdp-"
 
+// runLock serialises runs of this suite on one machine.
+const runLock = "/run/berth-perf-dataplane.lock"
+
 // Shaping cases (the --cases values) and measurements (--measure).
 const (
 	caseRef      = "ref-bandwidth-veth"
@@ -55,12 +58,11 @@ type options struct {
 	out          string
 	refDir       string
 	iperf3       string
-	ping         string
 	duration     time.Duration // one iperf3 sample (shaping grid and overhead)
 	repeats      int
 	rates        []uint64 // bit/s
 	streams      []int
-	latRates     []uint64 // bit/s
+	latRates     []uint64      // bit/s
 	probe        time.Duration // ping under load
 	cniCalls     int
 	bigBurstBits uint64
@@ -69,6 +71,7 @@ type options struct {
 	cases        map[string]bool
 	measures     map[string]bool
 	cleanupOnly  bool
+	keep         bool
 	verbose      bool
 	buildError   string
 }
@@ -134,13 +137,12 @@ Flags:
 	fs.StringVar(&o.out, "out", "test/perf/results", "output directory for dataplane.json, dataplane.md, dataplane-*.svg")
 	fs.StringVar(&o.refDir, "ref-plugins", "/usr/lib/cni", "directory of the reference CNI plugins (ptp, host-local, bandwidth)")
 	fs.StringVar(&o.iperf3, "iperf3", "iperf3", "iperf3 binary")
-	fs.StringVar(&o.ping, "ping", "ping", "ping binary (iputils)")
 	fs.DurationVar(&o.duration, "duration", 4*time.Second, "iperf3 duration of one shaping or overhead sample (whole seconds)")
 	fs.IntVar(&o.repeats, "repeats", 3, "samples per case and configuration; the median is reported")
 	rates := fs.String("rates", defaultRates, "comma-separated shaping targets, Mbit/s")
 	streams := fs.String("streams", "1,4", "comma-separated iperf3 -P values for the shaping grid and the overhead test")
 	latRates := fs.String("latency-rates", "10,100", "comma-separated rates (Mbit/s, each also in --rates) for the RTT-under-load probe")
-	fs.DurationVar(&o.probe, "probe", 8*time.Second, "length of the ping probe under load")
+	fs.DurationVar(&o.probe, "probe", 8*time.Second, "length of the RTT probe under load (one UDP echo every 50 ms)")
 	fs.IntVar(&o.cniCalls, "cni-calls", 100, "ADD (then DEL) calls per configuration in the ADD latency benchmark")
 	fs.Uint64Var(&o.bigBurstBits, "big-burst", math.MaxUint32, "burst (bits) of the ref-bandwidth-veth-bigburst case; the default is what containerd passes")
 	fs.IntVar(&o.basePort, "base-port", 5401, "iperf3 server port")
@@ -148,6 +150,7 @@ Flags:
 	cases := fs.String("cases", "all", "comma-separated subset of "+allCases)
 	measures := fs.String("measure", "all", "comma-separated subset of "+allMeasures)
 	fs.BoolVar(&o.cleanupOnly, "cleanup-only", false, "only remove bpdp-* namespaces left by an earlier run, then exit")
+	fs.BoolVar(&o.keep, "keep", false, "debugging: after measuring, keep every namespace until SIGINT/SIGTERM, then clean up and write the report")
 	fs.BoolVar(&o.verbose, "v", false, "verbose logging")
 	fs.StringVar(&o.buildError, "berth-build-error", "", "set by hack/perf-dataplane.sh when go build of berth-cni failed: berth cases are skipped with this reason and the exit status is 1")
 	if err := fs.Parse(args); err != nil {
@@ -271,6 +274,17 @@ func realMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "dataplane: must run as root (network namespaces, CNI plugins, bpffs)")
 		return 1
 	}
+	// One run at a time: a second run's start-up sweep would delete the
+	// first one's namespaces under its feet.
+	lock, err := os.OpenFile(runLock, os.O_CREATE|os.O_RDWR, 0o644)
+	if err == nil {
+		defer lock.Close()
+		err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "dataplane: another run holds %s (%v); wait for it or stop it\n", runLock, err)
+		return 1
+	}
 	perfnet.SweepStale(nsPrefix, logf)
 	sweepStalePinDirs(logf)
 	if o.cleanupOnly {
@@ -323,9 +337,14 @@ func realMain(args []string) int {
 		logf("prepare: %v", err)
 		rep.Fatal = err.Error()
 	} else {
+		rep.Params.BPFPinDir = h.pinDir
 		h.run(ctx, rep)
 	}
 	rep.Interrupted = ctx.Err() != nil
+	if o.keep && !rep.Interrupted {
+		logf("--keep: namespaces %s* kept; send SIGINT (Ctrl-C) to clean up and write the report", nsPrefix)
+		<-ctx.Done()
+	}
 	stopSignals() // a second Ctrl-C during cleanup kills us; the next run sweeps
 	doCleanup()
 	rep.finish(time.Now())
@@ -395,13 +414,11 @@ func preflight(o *options) error {
 			return fmt.Errorf("%s not found (run hack/install-deps.sh)", t)
 		}
 	}
-	for _, t := range []*string{&o.iperf3, &o.ping} {
-		p, err := exec.LookPath(*t)
-		if err != nil {
-			return fmt.Errorf("%s not found (run hack/install-deps.sh): %v", *t, err)
-		}
-		*t = p
+	p, err := exec.LookPath(o.iperf3)
+	if err != nil {
+		return fmt.Errorf("iperf3 not found (run hack/install-deps.sh): %v", err)
 	}
+	o.iperf3 = p
 	for _, pl := range []string{"ptp", "host-local", "bandwidth"} {
 		if _, err := os.Stat(filepath.Join(o.refDir, pl)); err != nil {
 			return fmt.Errorf("reference plugin %s missing in %s (apt-get install containernetworking-plugins)", pl, o.refDir)
@@ -419,7 +436,7 @@ func preflight(o *options) error {
 
 // run does every selected measurement. Setup of all shaping cases comes
 // first; the measurements then interleave the cases sample by sample.
-func (h *harness) run(ctx context.Context, rep *report) {
+func (h *harness) run(ctx context.Context, rep *dpReport) {
 	o := h.opts
 	needShaping := o.measures["accuracy"] || o.measures["latency"]
 	var cases []*shapeCase
