@@ -56,11 +56,12 @@ func TestRateConversions(t *testing.T) {
 		queue     uint32
 		gso       int
 	}{
-		// 10 Mbit/s: the floors apply (two 64 KiB packets of burst, ten
-		// frames of queue, two frames of GSO).
-		{10e6, 2 * 65536 * 8, 15140, 3028},
-		// 100 Mbit/s: 5 ms is 62500 bytes of queue; 1 ms is 12500 GSO.
-		{100e6, 2 * 65536 * 8, 62500, 12500},
+		// 10 Mbit/s: the floors apply (eight frames of burst, ten frames
+		// of queue, two frames of GSO).
+		{10e6, 8 * 1514 * 8, 15140, 3028},
+		// 100 Mbit/s: 4 ms of burst, 5 ms (62500 bytes) of queue, 1 ms
+		// (12500 bytes) of GSO.
+		{100e6, 400000, 62500, 12500},
 		// 1 Gbit/s: 4 ms of burst, 5 ms of queue, GSO capped at 64 KiB.
 		{1e9, 4e6, 625000, 65536},
 		// 40 Gbit/s.

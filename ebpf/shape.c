@@ -9,10 +9,11 @@
  *  - Where sch_fq exists, shape_edt stamps each packet with an earliest
  *    departure time from a per-pod virtual clock (rate in berth_edt, so it
  *    changes live) and fq holds it until then.
- *  - Elsewhere, shape_classify steers the pod's packets into its HTB class
- *    (1:1) whose small leaf queue bounds the added latency; ARP goes to an
- *    unshaped class (1:2) so neighbour resolution never waits behind a full
- *    queue.
+ *  - Elsewhere, shape_classify steers each packet into one of the pod's
+ *    HTB flow classes by its flow hash; the classes share the pod's rate
+ *    round robin and their small leaf queues bound the added latency; ARP
+ *    goes to its own class (1:2) so neighbour resolution never waits
+ *    behind a full queue.
  *
  * Ingress (traffic to the pod) is shaped on an ifb device in the pod's
  * namespace: shape_ingress redirects to it, and the same qdisc setup runs
@@ -46,17 +47,23 @@ struct {
 const volatile __u8 edt_pod[16] = {};
 const volatile __u32 edt_dir = 0;
 const volatile __u32 ifb_ifindex = 0;
-const volatile __u32 shaped_class = 0x10001;   /* 1:1 */
-const volatile __u32 control_class = 0x10002;  /* 1:2 */
+/* Class handles, as ebpf/shaping_tc.go creates them. */
+#define FLOW_CLASSES 16
+#define FLOW_CLASS_BASE 0x10100 /* 1:100 */
+#define CONTROL_CLASS 0x10002   /* 1:2 */
 
 SEC("tc")
 int shape_classify(struct __sk_buff *skb)
 {
 	/* ETH_P_ARP in network order; skb->protocol is big-endian. */
-	if (skb->protocol == bpf_htons(ETH_P_ARP))
-		skb->priority = control_class;
-	else
-		skb->priority = shaped_class;
+	if (skb->protocol == bpf_htons(ETH_P_ARP)) {
+		skb->priority = CONTROL_CLASS;
+		return TC_ACT_UNSPEC;
+	}
+	/* The flow hash (addresses, ports, protocol) picks the flow class: an
+	 * O(1) classification, where u32 filters would walk a list. */
+	__u32 h = bpf_get_hash_recalc(skb);
+	skb->priority = FLOW_CLASS_BASE + (h % FLOW_CLASSES);
 	return TC_ACT_UNSPEC;
 }
 

@@ -122,11 +122,9 @@ type shapeMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type shapeVariableSpecs struct {
-	ControlClass *ebpf.VariableSpec `ebpf:"control_class"`
-	EdtDir       *ebpf.VariableSpec `ebpf:"edt_dir"`
-	EdtPod       *ebpf.VariableSpec `ebpf:"edt_pod"`
-	IfbIfindex   *ebpf.VariableSpec `ebpf:"ifb_ifindex"`
-	ShapedClass  *ebpf.VariableSpec `ebpf:"shaped_class"`
+	EdtDir     *ebpf.VariableSpec `ebpf:"edt_dir"`
+	EdtPod     *ebpf.VariableSpec `ebpf:"edt_pod"`
+	IfbIfindex *ebpf.VariableSpec `ebpf:"ifb_ifindex"`
 }
 
 // shapeObjects contains all objects after they have been loaded into the kernel.
@@ -170,11 +168,9 @@ func (m *shapeMaps) Close() error {
 //
 // It can be passed to loadShapeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type shapeVariables struct {
-	ControlClass *ebpf.Variable `ebpf:"control_class"`
-	EdtDir       *ebpf.Variable `ebpf:"edt_dir"`
-	EdtPod       *ebpf.Variable `ebpf:"edt_pod"`
-	IfbIfindex   *ebpf.Variable `ebpf:"ifb_ifindex"`
-	ShapedClass  *ebpf.Variable `ebpf:"shaped_class"`
+	EdtDir     *ebpf.Variable `ebpf:"edt_dir"`
+	EdtPod     *ebpf.Variable `ebpf:"edt_pod"`
+	IfbIfindex *ebpf.Variable `ebpf:"ifb_ifindex"`
 }
 
 // shapePrograms contains all programs after they have been loaded into the kernel.

@@ -48,13 +48,14 @@ const minQueueBytes = 10 * 1514
 const maxSkb = 64 << 10
 
 // DefaultBurst is the burst used when a pod's annotation gives none (or 0,
-// which kubelet users hit often): 4 ms at the rate, and never less than two
-// maximal GSO packets, so the class neither stalls on one large packet nor
-// lets a long burst through (4 ms is 0.4% of a second: the first second's
-// overshoot stays near 1.0x).
+// which kubelet users hit often): 4 ms at the rate, and never less than
+// eight full frames. Measured, a floor of two 64 KiB packets let a 10 Mbit/s
+// pod send at twice its rate for the first 100 ms; the packets a shaped pod
+// hands its shaper are bounded by GSOFor (egress) or split into frames
+// (ingress), so a frame-sized floor does not stall the class.
 func DefaultBurst(bitsPerSec uint64) uint64 {
 	b := bitsPerSec * 4 / 1000
-	if min := uint64(2 * maxSkb * 8); b < min {
+	if min := uint64(8 * 1514 * 8); b < min {
 		b = min
 	}
 	return b
@@ -273,15 +274,29 @@ func checkDir(l netlink.Link, r Rate, path Path, places []placement) error {
 	if err != nil {
 		return err
 	}
+	found, flows := false, 0
 	for _, c := range classes {
-		if h, ok := c.(*netlink.HtbClass); ok && c.Attrs().Handle == netlink.MakeHandle(1, 1) {
+		h, ok := c.(*netlink.HtbClass)
+		if !ok {
+			continue
+		}
+		switch {
+		case c.Attrs().Handle == htbShaped:
 			if h.Rate != r.BitsPerSec/8 {
 				return fmt.Errorf("%s class 1:1 rate %d B/s, want %d", l.Attrs().Name, h.Rate, r.BitsPerSec/8)
 			}
-			return nil
+			found = true
+		case c.Attrs().Parent == htbShaped:
+			flows++
 		}
 	}
-	return fmt.Errorf("%s has no HTB class 1:1", l.Attrs().Name)
+	if !found {
+		return fmt.Errorf("%s has no HTB class 1:1", l.Attrs().Name)
+	}
+	if flows != FlowClasses {
+		return fmt.Errorf("%s has %d flow classes under 1:1, want %d", l.Attrs().Name, flows, FlowClasses)
+	}
+	return nil
 }
 
 func deleteLink(name string) error {

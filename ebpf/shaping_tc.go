@@ -13,16 +13,30 @@ import (
 
 // HTB layout on a shaped device:
 //
-//	1:   htb, default 1:1
-//	1:1  the pod's rate and burst; leaf: bfifo of QueueBytes(rate)
-//	1:2  ARP, 1% of the rate (at least 64 kbit), so neighbour resolution
-//	     never queues behind data; leaf: default pfifo
+//	1:        htb, default 1:100
+//	1:1       the pod's rate and burst (inner class)
+//	1:100+i   FlowClasses flow classes under 1:1, rate R/FlowClasses, ceil R:
+//	          shape_classify puts each packet in the class of its flow
+//	          hash, and HTB serves the classes that have packets round
+//	          robin. A sparse flow (a DNS query, a ping, an ACK stream) so
+//	          never waits behind a bulk flow's queue nor is dropped because
+//	          the bulk flows filled it: this kernel has neither fq, fq_codel
+//	          nor sfq to do it. Leaf: a FIFO of QueueBytes(R).
+//	1:2       ARP, 1% of the rate (at least 64 kbit), so neighbour
+//	          resolution never queues behind data; leaf: default pfifo
 var (
 	htbRoot    = netlink.MakeHandle(1, 0)
 	htbShaped  = netlink.MakeHandle(1, 1)
 	htbControl = netlink.MakeHandle(1, 2)
-	leafHandle = netlink.MakeHandle(0x10, 0)
 )
+
+// FlowClasses is how many flow classes share a pod's rate. With 16, four
+// bulk flows leave a new flow a 75% chance of a class of its own.
+const FlowClasses = 16
+
+// flowClass is the handle of flow class i; flowLeaf its leaf qdisc's.
+func flowClass(i int) uint32 { return netlink.MakeHandle(1, uint16(0x100+i)) }
+func flowLeaf(i int) uint32  { return netlink.MakeHandle(uint16(0x100+i), 0) }
 
 // setHTB shapes l's egress. segment is for ingress shaping on the ifb:
 // there the packets are whatever the sender built, up to 64 KiB GSO
@@ -34,7 +48,7 @@ var (
 func setHTB(l netlink.Link, bitsPerSec, burstBits uint64, segment bool) error {
 	idx := l.Attrs().Index
 	root := netlink.NewHtb(netlink.QdiscAttrs{LinkIndex: idx, Handle: htbRoot, Parent: netlink.HANDLE_ROOT})
-	root.Defcls = 1
+	root.Defcls = 0x100
 	// Replace keeps an existing HTB (and its classes) in place, so a rate
 	// change does not flush queued packets.
 	if err := netlink.QdiscReplace(root); err != nil {
@@ -52,10 +66,28 @@ func setHTB(l netlink.Link, bitsPerSec, burstBits uint64, segment bool) error {
 	if err := netlink.ClassReplace(control); err != nil {
 		return fmt.Errorf("htb class 1:2: %w", err)
 	}
+	share := max(bitsPerSec/FlowClasses, 8_000)
+	for i := 0; i < FlowClasses; i++ {
+		// Flow classes borrow the parent's tokens up to its rate; their own
+		// small bucket and a one-frame quantum make the round robin fine
+		// grained. The parent's burst is the pod's burst.
+		fc := netlink.NewHtbClass(netlink.ClassAttrs{LinkIndex: idx, Parent: htbShaped, Handle: flowClass(i)},
+			netlink.HtbClassAttrs{Rate: share, Ceil: bitsPerSec, Buffer: 2 * 1514, Cbuffer: burst, Quantum: 1514})
+		if err := netlink.ClassReplace(fc); err != nil {
+			return fmt.Errorf("htb flow class %d: %w", i, err)
+		}
+		if err := setLeaf(idx, flowClass(i), flowLeaf(i), bitsPerSec, segment); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func setLeaf(idx int, parent, handle uint32, bitsPerSec uint64, segment bool) error {
 	if segment {
 		rate := bitsPerSec / 8 * 2
 		tbf := &netlink.Tbf{
-			QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx, Handle: leafHandle, Parent: htbShaped},
+			QdiscAttrs: netlink.QdiscAttrs{LinkIndex: idx, Handle: handle, Parent: parent},
 			Rate:       rate,
 			Limit:      QueueBytes(bitsPerSec),
 			Buffer:     netlink.Xmittime(rate, 2*1514),
@@ -65,7 +97,7 @@ func setHTB(l netlink.Link, bitsPerSec, burstBits uint64, segment bool) error {
 		}
 		return nil
 	}
-	return replaceBfifo(idx, htbShaped, leafHandle, QueueBytes(bitsPerSec))
+	return replaceBfifo(idx, parent, handle, QueueBytes(bitsPerSec))
 }
 
 // replaceBfifo installs a byte-limited FIFO. vishvananda/netlink has no
