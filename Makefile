@@ -44,8 +44,8 @@ generate: ## regenerate the committed bpf2go output from ebpf/*.c (installs Debi
 	WITH_CLANG=1 bash hack/install-deps.sh
 	$(GO) generate ./ebpf/...
 
-perf: ## iperf3 and ADD/DEL latency report under test/perf/results
-	bash hack/perf-net.sh
+perf: ## network + dataplane reports (iperf3, shaping, RTT, ADD latency) under test/perf/results
+	bash hack/perf.sh
 
 e2e: ## kind end-to-end suites
 	@echo "make e2e: the kind cluster and its suites do not exist yet (kind issue); nothing to run." >&2; exit 1

@@ -10,6 +10,8 @@
 # Extra arguments go to netperf, e.g.:  hack/perf-net.sh --quick
 # (go run ./test/perf/netperf --help lists them). Must run as root.
 # Environment: BERTH_BIN, OUT, SKIP_DEPS=1 (do not run install-deps.sh).
+# hack/perf-dataplane.sh makes the eBPF dataplane report; hack/perf.sh
+# runs both.
 #
 # A missed performance target never fails this script. It exits non-zero
 # only when it cannot run, a reference/baseline case fails, or berth-cni
@@ -17,50 +19,15 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=versions.sh
-. "$here/versions.sh"
-cd "$REPO_ROOT"
-
 log() { printf '[perf-net] %s\n' "$*" >&2; }
+# shellcheck source=perf-common.sh
+. "$here/perf-common.sh"
 
-if [ "$(id -u)" -ne 0 ]; then
-	log "must run as root (network namespaces, CNI plugins)"
-	exit 1
-fi
-
-if [ "${SKIP_DEPS:-0}" != 1 ]; then
-	bash "$here/install-deps.sh"
-fi
-for tool in go iperf3 ip; do
-	command -v "$tool" >/dev/null || { log "$tool not found after install-deps.sh"; exit 1; }
-done
-
-BERTH_BIN=${BERTH_BIN:-_output/bin/berth}
-OUT=${OUT:-test/perf/results}
-PERF_BIN=_output/perf
-mkdir -p "$(dirname "$BERTH_BIN")" "$PERF_BIN" "$OUT"
-
-# Build berth-cni beside its final name and move it into place only when the
-# build succeeds, so a failed build can never leave a stale binary to be
-# measured as if it were current.
-build_args=()
-build_log=$(mktemp)
-trap 'rm -f "$build_log" "$BERTH_BIN.tmp.$$"' EXIT
-log "building berth-cni -> $BERTH_BIN"
-if CGO_ENABLED=0 go build -trimpath -o "$BERTH_BIN.tmp.$$" ./cmd/berth-cni >"$build_log" 2>&1; then
-	mv -f "$BERTH_BIN.tmp.$$" "$BERTH_BIN"
-else
-	log "berth-cni does not build; its cases will be reported as skipped:"
-	sed 's/^/    /' "$build_log" >&2
-	build_args=(--berth-build-error "$(head -c 1500 "$build_log")")
-fi
-
-log "building netperf"
-go build -o "$PERF_BIN/netperf" ./test/perf/netperf
+perf_setup
+perf_build_berth
+perf_build_suite netperf
 
 log "running: netperf --berth-bin $BERTH_BIN --out $OUT $*"
 # exec: SIGINT/SIGTERM go straight to netperf, which removes every bperf-*
 # namespace it made before exiting.
-rm -f "$build_log"
-trap - EXIT
-exec "$PERF_BIN/netperf" --berth-bin "$BERTH_BIN" --out "$OUT" ${build_args[@]+"${build_args[@]}"} "$@"
+exec "$PERF_BIN/netperf" --berth-bin "$BERTH_BIN" --out "$OUT" ${BUILD_ARGS[@]+"${BUILD_ARGS[@]}"} "$@"

@@ -12,13 +12,14 @@
 // Run as root from the repository root:
 //
 //	go run ./test/perf/dataplane --berth-bin _output/bin/berth --out test/perf/results
-//	go run ./test/perf/dataplane --quick            # ~2 minute smoke run
+//	go run ./test/perf/dataplane --quick            # ~3 minute smoke run
 package main
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -62,8 +63,9 @@ type options struct {
 	repeats      int
 	rates        []uint64 // bit/s
 	streams      []int
+	bigStreams   []int         // stream counts of the big-burst case in the accuracy grid
 	latRates     []uint64      // bit/s
-	probe        time.Duration // ping under load
+	probe        time.Duration // RTT probe under load
 	cniCalls     int
 	bigBurstBits uint64
 	basePort     int
@@ -72,6 +74,7 @@ type options struct {
 	measures     map[string]bool
 	cleanupOnly  bool
 	keep         bool
+	render       string
 	verbose      bool
 	buildError   string
 }
@@ -137,10 +140,11 @@ Flags:
 	fs.StringVar(&o.out, "out", "test/perf/results", "output directory for dataplane.json, dataplane.md, dataplane-*.svg")
 	fs.StringVar(&o.refDir, "ref-plugins", "/usr/lib/cni", "directory of the reference CNI plugins (ptp, host-local, bandwidth)")
 	fs.StringVar(&o.iperf3, "iperf3", "iperf3", "iperf3 binary")
-	fs.DurationVar(&o.duration, "duration", 4*time.Second, "iperf3 duration of one shaping or overhead sample (whole seconds)")
+	fs.DurationVar(&o.duration, "duration", 3*time.Second, "iperf3 duration of one shaping or overhead sample (whole seconds)")
 	fs.IntVar(&o.repeats, "repeats", 3, "samples per case and configuration; the median is reported")
 	rates := fs.String("rates", defaultRates, "comma-separated shaping targets, Mbit/s")
 	streams := fs.String("streams", "1,4", "comma-separated iperf3 -P values for the shaping grid and the overhead test")
+	bigStreams := fs.String("bigburst-streams", "1", "iperf3 -P values at which the big-burst reference joins the accuracy grid (its overshoot is the point; saves time)")
 	latRates := fs.String("latency-rates", "10,100", "comma-separated rates (Mbit/s, each also in --rates) for the RTT-under-load probe")
 	fs.DurationVar(&o.probe, "probe", 8*time.Second, "length of the RTT probe under load (one UDP echo every 50 ms)")
 	fs.IntVar(&o.cniCalls, "cni-calls", 100, "ADD (then DEL) calls per configuration in the ADD latency benchmark")
@@ -150,6 +154,7 @@ Flags:
 	cases := fs.String("cases", "all", "comma-separated subset of "+allCases)
 	measures := fs.String("measure", "all", "comma-separated subset of "+allMeasures)
 	fs.BoolVar(&o.cleanupOnly, "cleanup-only", false, "only remove bpdp-* namespaces left by an earlier run, then exit")
+	fs.StringVar(&o.render, "render", "", "only re-render dataplane.md and the charts into --out from a saved dataplane.json (no root needed)")
 	fs.BoolVar(&o.keep, "keep", false, "debugging: after measuring, keep every namespace until SIGINT/SIGTERM, then clean up and write the report")
 	fs.BoolVar(&o.verbose, "v", false, "verbose logging")
 	fs.StringVar(&o.buildError, "berth-build-error", "", "set by hack/perf-dataplane.sh when go build of berth-cni failed: berth cases are skipped with this reason and the exit status is 1")
@@ -212,12 +217,11 @@ Flags:
 			return o, fmt.Errorf("--latency-rates: %s is not in --rates", mbit(lr))
 		}
 	}
-	for _, f := range strings.Split(*streams, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 || n > 128 {
-			return o, fmt.Errorf("bad --streams entry %q", f)
-		}
-		o.streams = append(o.streams, n)
+	if o.streams, err = parseInts(*streams, "streams"); err != nil {
+		return o, err
+	}
+	if o.bigStreams, err = parseInts(*bigStreams, "bigburst-streams"); err != nil {
+		return o, err
 	}
 	if o.cases, err = parseSet(*cases, allCases, "cases"); err != nil {
 		return o, err
@@ -226,6 +230,18 @@ Flags:
 		return o, err
 	}
 	return o, nil
+}
+
+func parseInts(list, flagName string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 128 {
+			return nil, fmt.Errorf("bad --%s entry %q", flagName, f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 // mbit formats a rate for labels: "10M", "1000M", "2.5M".
@@ -269,6 +285,9 @@ func realMain(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dataplane:", err)
 		return 2
+	}
+	if o.render != "" {
+		return render(o.render, o.out)
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "dataplane: must run as root (network namespaces, CNI plugins, bpffs)")
@@ -369,6 +388,32 @@ func realMain(args []string) int {
 		logf("berth-cni did not build; its cases were skipped (see dataplane.md)")
 		return 1
 	}
+	return 0
+}
+
+// render rewrites the report and charts from a saved dataplane.json.
+func render(in, out string) int {
+	b, err := os.ReadFile(in)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dataplane:", err)
+		return 1
+	}
+	var r dpReport
+	if err := json.Unmarshal(b, &r); err != nil {
+		fmt.Fprintf(os.Stderr, "dataplane: %s: %v\n", in, err)
+		return 1
+	}
+	// Reports from before the reproduce line lost --berth-bin/--out.
+	if rest, ok := strings.CutPrefix(r.Command, "go run ./test/perf/dataplane"); ok && !strings.ContainsAny(rest, `'"`) {
+		r.Reproduce = scriptCommand(strings.Fields(rest))
+	}
+	r.compute()
+	files, err := writeOutputs(out, &r)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dataplane: writing report:", err)
+		return 1
+	}
+	fmt.Println(strings.Join(files, "\n"))
 	return 0
 }
 

@@ -19,7 +19,21 @@ type Series struct {
 	Values []float64
 	Low    []float64
 	High   []float64
+	// Color overrides the palette colour (e.g. "#0072B2"), to keep one
+	// case's colour across charts that leave some cases out.
+	Color string
 }
+
+// color is the series' fill: its own or the palette's i-th.
+func (s Series) color(i int) string {
+	if s.Color != "" {
+		return s.Color
+	}
+	return palette[i%len(palette)]
+}
+
+// PaletteColor is the i-th colour of the default palette.
+func PaletteColor(i int) string { return palette[i%len(palette)] }
 
 // Chart is a grouped bar chart. Zero fields get sensible defaults.
 type Chart struct {
@@ -71,10 +85,15 @@ func (c Chart) SVG() []byte {
 		barGap   = 4.0
 		groupPad = 28.0
 		left     = 70.0
-		right    = 20.0
 		top      = 56.0
 		bottom   = 78.0
 	)
+	// Reference-line labels sit right of the plot, so they never collide
+	// with bars or value labels.
+	right := 20.0
+	for _, l := range c.Lines {
+		right = math.Max(right, 12+float64(len(l.Label))*5.6)
+	}
 	groupW := float64(nS)*barW + float64(nS-1)*barGap + groupPad
 	// Long group labels need room too (about 6.6 px per char at 11 px).
 	for _, g := range c.Groups {
@@ -85,6 +104,16 @@ func (c Chart) SVG() []byte {
 	width := float64(c.Width)
 	if width == 0 {
 		width = math.Max(480, left+right+groupW*float64(max(nG, 1)))
+		// Wide enough for the title and the legend too; extra room goes to
+		// the groups.
+		legendW := 0.0
+		for _, s := range c.Series {
+			legendW += 22 + float64(len(s.Name))*7 + 14
+		}
+		width = math.Max(width, math.Max(float64(len(c.Title))*10+40, legendW+left+right))
+		if nG > 0 {
+			groupW = (width - left - right) / float64(nG)
+		}
 	}
 	height := float64(c.Height)
 	if height == 0 {
@@ -137,7 +166,9 @@ func (c Chart) SVG() []byte {
 		fmt.Fprintf(&b, `<text x="16" y="%.1f" font-size="12" text-anchor="middle" transform="rotate(-90 16 %.1f)">%s</text>`+"\n", top+plotH/2, top+plotH/2, esc(c.YLabel))
 	}
 
-	// Reference lines, under the bars.
+	// Reference lines, under the bars; labels right of the plot, nudged
+	// apart when two lines are close.
+	var labelYs []float64
 	for _, l := range c.Lines {
 		if math.IsNaN(l.Value) || math.IsInf(l.Value, 0) || l.Value > ymax {
 			continue
@@ -145,7 +176,17 @@ func (c Chart) SVG() []byte {
 		yy := y(l.Value)
 		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#555555" stroke-width="1" stroke-dasharray="6 4"/>`+"\n", left, yy, left+plotW, yy)
 		if l.Label != "" {
-			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="end" fill="#555555">%s</text>`+"\n", left+plotW-2, yy-3, esc(l.Label))
+			ly := yy + 3
+			for moved := true; moved; {
+				moved = false
+				for _, o := range labelYs {
+					if math.Abs(ly-o) < 11 {
+						ly, moved = o+11, true
+					}
+				}
+			}
+			labelYs = append(labelYs, ly)
+			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="start" fill="#555555">%s</text>`+"\n", left+plotW+4, ly, esc(l.Label))
 		}
 	}
 
@@ -155,7 +196,7 @@ func (c Chart) SVG() []byte {
 		gx := left + float64(gi)*groupW + (groupW-clusterW)/2
 		for si, s := range c.Series {
 			x := gx + float64(si)*(barW+barGap)
-			col := palette[si%len(palette)]
+			col := s.color(si)
 			v := math.NaN()
 			if gi < len(s.Values) {
 				v = s.Values[gi]
@@ -195,7 +236,7 @@ func (c Chart) SVG() []byte {
 	lx := left + (plotW-legendW)/2
 	ly := top + plotH + 42
 	for si, s := range c.Series {
-		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="14" height="14" fill="%s"/>`+"\n", lx, ly-11, palette[si%len(palette)])
+		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="14" height="14" fill="%s"/>`+"\n", lx, ly-11, s.color(si))
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="12">%s</text>`+"\n", lx+20, ly, esc(s.Name))
 		lx += 22 + float64(len(s.Name))*7 + 14
 	}
