@@ -15,7 +15,7 @@ cd "$REPO_ROOT"
 OUT=$REPO_ROOT/_output/demo
 BIN=$REPO_ROOT/_output/bin
 NODES=(berth-demo-n1 berth-demo-n2)
-PODS=(berth-demo-p1 berth-demo-p2 berth-demo-p3 berth-demo-m1 berth-demo-m2)
+PODS=(berth-demo-p1 berth-demo-p2 berth-demo-p3 berth-demo-m1 berth-demo-m2 berth-demo-m3)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 fail() { printf 'make up: FAILED at step "%s"\n' "$1" >&2; exit 1; }
@@ -33,12 +33,13 @@ down() {
 	for ns in "${PODS[@]}" "${NODES[@]}"; do
 		ip netns del "$ns" 2>/dev/null || true
 	done
-	rm -rf "$OUT"
+	rm -rf "$OUT" /sys/fs/bpf/berth-demo
 }
 
-# cni NODE COMMAND CONTAINERID NETNS CONF: run the plugin as a runtime does.
+# cni NODE COMMAND CONTAINERID NETNS CONF [CNI_ARGS]: run the plugin as a
+# runtime does.
 cni() {
-	CNI_COMMAND=$2 CNI_CONTAINERID=$3 CNI_NETNS=/run/netns/$4 CNI_IFNAME=eth0 \
+	CNI_COMMAND=$2 CNI_CONTAINERID=$3 CNI_NETNS=/run/netns/$4 CNI_IFNAME=eth0 CNI_ARGS=${6:-} \
 		CNI_PATH=$BIN nsenter --net=/run/netns/"$1" -- "$BIN/berth" <"$5"
 }
 
@@ -46,6 +47,7 @@ conf() { # name mode master subnet node extra-json
 	cat <<JSON
 {"cniVersion":"1.1.0","name":"$1","type":"berth","mode":"$2","master":"$3",
  "nodeName":"$5","peersFile":"$OUT/peers.json","lockDir":"$OUT/lock-$5",
+ "bpfPinDir":"/sys/fs/bpf/berth-demo","tenancy":{"registry":"$OUT/tenants.json"},
  "ipam":{"subnet":"$4","dataDir":"$OUT/ipam-$5"}$6}
 JSON
 }
@@ -83,6 +85,7 @@ JSON
 	for n in 1 2; do
 		nsenter --net=/run/netns/berth-demo-n$n -- "$BIN/berth-netd" --peers-file "$OUT/peers.json" \
 			--node-name n$n --underlay-ip 198.18.0.$n --lock-dir "$OUT/lock-n$n" --metrics-address "" \
+			--bpf-pin-dir /sys/fs/bpf/berth-demo --tenant-registry "$OUT/tenants.json" \
 			>"$OUT/netd-n$n.log" 2>&1 &
 		echo $! >"$OUT/netd-n$n.pid"
 	done
@@ -93,8 +96,9 @@ JSON
 	p3=$(cni berth-demo-n2 ADD demo-p3 berth-demo-p3 "$OUT/n2-vxlan.json" | pod_ip) || fail "ADD p3"
 	m1=$(cni berth-demo-n1 ADD demo-m1 berth-demo-m1 "$OUT/n1-macvlan.json" | pod_ip) || fail "ADD m1"
 	m2=$(cni berth-demo-n1 ADD demo-m2 berth-demo-m2 "$OUT/n1-macvlan.json" | pod_ip) || fail "ADD m2"
-	printf '  p1 %s (node 1, vxlan)\n  p2 %s (node 1, vxlan)\n  p3 %s (node 2, vxlan)\n  m1 %s (node 1, macvlan)\n  m2 %s (node 1, macvlan)\n' \
-		"$p1" "$p2" "$p3" "$m1" "$m2"
+	m3=$(cni berth-demo-n1 ADD demo-m3 berth-demo-m3 "$OUT/n1-macvlan.json" "K8S_POD_NAMESPACE=team-b" | pod_ip) || fail "ADD m3"
+	printf '  p1 %s (node 1, vxlan)\n  p2 %s (node 1, vxlan)\n  p3 %s (node 2, vxlan)\n  m1 %s (node 1, macvlan)\n  m2 %s (node 1, macvlan)\n  m3 %s (node 1, macvlan, tenant team-b)\n' \
+		"$p1" "$p2" "$p3" "$m1" "$m2" "$m3"
 
 	say "pings"
 	ping_from() { # ns addr label
@@ -108,6 +112,11 @@ JSON
 	ping_from berth-demo-p1 "$p3" "p1 -> p3 (across nodes, VXLAN)" || fail "ping across nodes"
 	ping_from berth-demo-p3 "$p2" "p3 -> p2 (across nodes, VXLAN)" || fail "ping across nodes"
 	ping_from berth-demo-m1 "$m2" "m1 -> m2 (macvlan bridge)" || fail "ping macvlan"
+	if nsenter --net=/run/netns/berth-demo-m1 -- ping -c 2 -i 0.2 -W 1 "$m3" >/dev/null 2>&1; then
+		printf '  %-34s REACHED (isolation broken)\n' "m1 -> m3 (other tenant)"; fail "tenant isolation"
+	else
+		printf '  %-34s blocked, as it should be\n' "m1 -> m3 (other tenant)"
+	fi
 
 	say "node 1's overlay state"
 	ip -n berth-demo-n1 -d link show berth.1 | sed -n '1,3p' | sed 's/^/  /'
