@@ -106,7 +106,7 @@ func TestCnitoolLifecycle(t *testing.T) {
 			const network = "bti-cnitool"
 			const subnet = "198.18.20.0/24"
 			dataDir, confDir := t.TempDir(), t.TempDir()
-			rtConflist(t, confDir, "10-berth.conflist", "1.1.0", network, rtBerthPlugin(n.Uplink, subnet, dataDir))
+			rtConflist(t, confDir, "10-berth.conflist", "1.1.0", network, rtBerthPlugin(t, n.Uplink, subnet, dataDir))
 			ct := newCnitoolRun(t, bin, confDir, n)
 
 			if out := ct.mustRun(t, "status", network, "/dev/null"); strings.TrimSpace(out) != "" {
@@ -191,7 +191,7 @@ func TestCnitoolStatusUnavailable(t *testing.T) {
 	n := newMacvlanNode(t)
 	const network = "bti-cnitool"
 	confDir := t.TempDir()
-	rtConflist(t, confDir, "10-berth.conflist", "1.1.0", network, rtBerthPlugin("btinomaster", "198.18.20.0/24", t.TempDir()))
+	rtConflist(t, confDir, "10-berth.conflist", "1.1.0", network, rtBerthPlugin(t, "btinomaster", "198.18.20.0/24", t.TempDir()))
 	ct := newCnitoolRun(t, bin, confDir, n)
 	out, errOut, err := ct.run("status", network, "/dev/null")
 	if err == nil {

@@ -52,8 +52,12 @@ func rtConflist(t *testing.T, dir, file, version, name string, plugin map[string
 }
 
 // rtBerthPlugin is the plugin entry of a berth macvlan bridge network.
-func rtBerthPlugin(master, subnet, dataDir string) map[string]any {
+func rtBerthPlugin(t *testing.T, master, subnet, dataDir string) map[string]any {
+	t.Helper()
 	return map[string]any{
+		// Private dataplane state, as netConf gives every other test.
+		"bpfPinDir":   testPinDir(t),
+		"tenancy":     map[string]any{"registry": filepath.Join(t.TempDir(), "tenants.json")},
 		"type":        "berth",
 		"mode":        "macvlan",
 		"macvlanMode": "bridge",
@@ -180,7 +184,7 @@ func TestLibcniLifecycle(t *testing.T) {
 			nodeLinks := n.links(t)
 			const network, subnet = "bti-libcni", "198.18.20.0/24"
 			dataDir, confDir := t.TempDir(), t.TempDir()
-			rtConflist(t, confDir, "10-berth.conflist", "1.1.0", network, rtBerthPlugin(n.Uplink, subnet, dataDir))
+			rtConflist(t, confDir, "10-berth.conflist", "1.1.0", network, rtBerthPlugin(t, n.Uplink, subnet, dataDir))
 
 			// Discover and load the file as a runtime does.
 			files, err := libcni.ConfFiles(confDir, []string{".conf", ".conflist", ".json"})
@@ -360,7 +364,7 @@ func TestLibcniStatusUnavailable(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			confDir := t.TempDir()
 			file := rtConflist(t, confDir, "10-berth.conflist", "1.1.0", "bti-status",
-				rtBerthPlugin(tc.master, "198.18.20.0/24", tc.dataDir))
+				rtBerthPlugin(t, tc.master, "198.18.20.0/24", tc.dataDir))
 			list, err := libcni.ConfListFromFile(file)
 			if err != nil {
 				t.Fatal(err)
