@@ -520,7 +520,7 @@ func markdown(r *dpReport) string {
 			for _, s := range c.Streams {
 				med, rng := f2(s.MedianGbps), "–"
 				if s.MinGbps != nil {
-					rng = fmt.Sprintf("%.2f–%.2f (n=%d)", *s.MinGbps, *s.MaxGbps, len(s.gbps()))
+					rng = fmt.Sprintf("%.2f–%.2f (n=%d)", *s.MinGbps, *s.MaxGbps, len(s.Gbps()))
 				}
 				if c.Status != "ok" {
 					med, rng = "n/a", "–"

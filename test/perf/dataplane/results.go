@@ -157,24 +157,7 @@ type tputCase struct {
 	client   *pod
 }
 
-type tputCell struct {
-	Streams    int                   `json:"streams"`
-	Samples    []perfnet.IperfSample `json:"samples"`
-	MedianGbps *float64              `json:"medianGbps"`
-	MinGbps    *float64              `json:"minGbps"`
-	MaxGbps    *float64              `json:"maxGbps"`
-	Errors     int                   `json:"errors"`
-}
-
-func (c *tputCell) gbps() []float64 {
-	var xs []float64
-	for _, s := range c.Samples {
-		if s.Error == "" {
-			xs = append(xs, s.Gbps)
-		}
-	}
-	return xs
-}
+type tputCell = perfnet.StreamResult
 
 // addVariant is one configuration of the ADD latency benchmark.
 type addVariant struct {
@@ -344,7 +327,7 @@ func (r *dpReport) compute() {
 	}
 	for _, c := range r.Overhead {
 		for _, s := range c.Streams {
-			xs := s.gbps()
+			xs := s.Gbps()
 			lo, hi := report.MinMax(xs)
 			s.MedianGbps, s.MinGbps, s.MaxGbps = perfnet.FPtr(report.Median(xs)), perfnet.FPtr(lo), perfnet.FPtr(hi)
 			s.Errors = len(s.Samples) - len(xs)
@@ -511,7 +494,7 @@ func (r *dpReport) overheadRatios() {
 			v := *n.MedianGbps / *d.MedianGbps
 			rt.Value = &v
 			rt.Result = perfnet.Verdict(v >= overheadTarget-1e-9)
-			if len(n.gbps()) >= 2 && len(d.gbps()) >= 2 {
+			if len(n.Gbps()) >= 2 && len(d.Gbps()) >= 2 {
 				if *n.MaxGbps < overheadTarget**d.MinGbps || *n.MinGbps > overheadTarget**d.MaxGbps {
 					rt.Noise = "clear (sample ranges do not overlap)"
 				} else {

@@ -152,7 +152,7 @@ func markdown(r *netReport) string {
 		for _, s := range c.Streams {
 			med, rng := gb(s.MedianGbps), "–"
 			if s.MinGbps != nil {
-				rng = fmt.Sprintf("%.2f–%.2f (n=%d)", *s.MinGbps, *s.MaxGbps, len(s.gbps()))
+				rng = fmt.Sprintf("%.2f–%.2f (n=%d)", *s.MinGbps, *s.MaxGbps, len(s.Gbps()))
 			}
 			if s.Errors > 0 {
 				rng += fmt.Sprintf(", %d errors", s.Errors)

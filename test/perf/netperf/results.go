@@ -50,24 +50,7 @@ type caseResult struct {
 	serverLog   string
 }
 
-type streamResult struct {
-	Streams    int           `json:"streams"`
-	Samples    []iperfSample `json:"samples"`
-	MedianGbps *float64      `json:"medianGbps"`
-	MinGbps    *float64      `json:"minGbps"`
-	MaxGbps    *float64      `json:"maxGbps"`
-	Errors     int           `json:"errors"`
-}
-
-func (s *streamResult) gbps() []float64 {
-	var xs []float64
-	for _, x := range s.Samples {
-		if x.Error == "" {
-			xs = append(xs, x.Gbps)
-		}
-	}
-	return xs
-}
+type streamResult = perfnet.StreamResult
 
 // ratio compares two medians against a target.
 type ratio struct {
@@ -114,7 +97,7 @@ func (r *netReport) finish(t time.Time) {
 	r.Machine.End()
 	for _, c := range r.Throughput {
 		for _, s := range c.Streams {
-			xs := s.gbps()
+			xs := s.Gbps()
 			lo, hi := report.MinMax(xs)
 			s.MedianGbps, s.MinGbps, s.MaxGbps = fptr(report.Median(xs)), fptr(lo), fptr(hi)
 		}
@@ -213,7 +196,7 @@ func (r *netReport) throughputRatio(num, den string, streams int, op string, tar
 	rt.Result = verdict(v >= target-1e-9)
 	// Is the verdict clear of the noise? Compare the numerator's sample
 	// range with target x the denominator's range.
-	if len(ns.gbps()) >= 2 && len(ds.gbps()) >= 2 {
+	if len(ns.Gbps()) >= 2 && len(ds.Gbps()) >= 2 {
 		nlo, nhi := *ns.MinGbps, *ns.MaxGbps
 		dlo, dhi := target**ds.MinGbps, target**ds.MaxGbps
 		if nhi < dlo || nlo > dhi {

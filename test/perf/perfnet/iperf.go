@@ -250,3 +250,25 @@ func Retryable(err error) bool {
 	}
 	return false
 }
+
+// StreamResult is the samples of one stream count of a throughput case,
+// with their median and range (filled by the suite's summary step).
+type StreamResult struct {
+	Streams    int           `json:"streams"`
+	Samples    []IperfSample `json:"samples"`
+	MedianGbps *float64      `json:"medianGbps"`
+	MinGbps    *float64      `json:"minGbps"`
+	MaxGbps    *float64      `json:"maxGbps"`
+	Errors     int           `json:"errors"`
+}
+
+// Gbps returns the rates of the samples that succeeded.
+func (s *StreamResult) Gbps() []float64 {
+	var xs []float64
+	for _, x := range s.Samples {
+		if x.Error == "" {
+			xs = append(xs, x.Gbps)
+		}
+	}
+	return xs
+}
