@@ -5,3 +5,12 @@ TOOLS_BIN=${TOOLS_BIN:-$REPO_ROOT/_output/tools}
 CNITOOL_VERSION=v1.3.1
 REF_PLUGINS_VERSION=v1.9.1
 export PATH="$TOOLS_BIN:/usr/local/go/bin:$PATH"
+# CRI stack (issue 4). Built from the Go module proxy into a directory outside
+# the checkout, so a fresh clone on the same machine reuses them, and outside
+# PATH, so Docker's own containerd and runc are never shadowed.
+CRI_TOOLS_BIN=${CRI_TOOLS_BIN:-/opt/berth/bin}
+CONTAINERD_VERSION=v2.2.9
+RUNC_VERSION=v1.4.3
+CRI_TOOLS_VERSION=v1.36.0
+GINKGO_VERSION=v2.28.1
+REGISTRY_VERSION=v3.1.2
