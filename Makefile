@@ -10,7 +10,7 @@ export GOFLAGS
 # The whole suite; integration tests under test/integration need root.
 TEST_TIMEOUT ?= 40m
 
-.PHONY: help build test unit integration vet generate perf e2e up down clean install
+.PHONY: help build test unit integration vet generate perf e2e up down clean install critest
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -19,10 +19,13 @@ build: ## build every binary into _output/bin
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/berth ./cmd/berth-cni
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/berth-netd ./cmd/berth-netd
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/berth-cri ./cmd/berth-cri
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/berth-pause ./cmd/berth-pause
 
 install: build ## install the CNI plugin as /opt/cni/bin/berth (root)
 	install -D -m 0755 $(BIN)/berth /opt/cni/bin/berth
 	install -D -m 0755 $(BIN)/berth-netd /usr/local/bin/berth-netd
+	install -D -m 0755 $(BIN)/berth-cri /usr/local/bin/berth-cri
 
 vet: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '_bpfe[lb].go$$' || true); \
@@ -31,6 +34,7 @@ vet: ## gofmt and go vet
 
 test: ## unit + root integration tests (installs its own dependencies)
 	bash hack/install-deps.sh
+	bash hack/install-cri-tools.sh
 	$(MAKE) --no-print-directory vet
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
@@ -43,6 +47,11 @@ integration: ## root integration tests only
 generate: ## regenerate the committed bpf2go output from ebpf/*.c (installs Debian's clang)
 	WITH_CLANG=1 bash hack/install-deps.sh
 	$(GO) generate ./ebpf/...
+
+critest: ## CRI conformance (critest v1.36) against berth-cri and containerd's own CRI, side by side
+	bash hack/install-deps.sh
+	bash hack/install-cri-tools.sh
+	BERTH_CRITEST=1 $(GO) test -count=1 -v -timeout 120m -run TestCritest ./test/critest/
 
 perf: ## network + dataplane reports (iperf3, shaping, RTT, ADD latency) under test/perf/results
 	bash hack/perf.sh

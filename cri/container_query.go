@@ -1,0 +1,220 @@
+package cri
+
+import (
+	"context"
+	"encoding/json"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// ContainerStatus reports a container's cached state.
+func (s *Service) ContainerStatus(ctx context.Context, r *runtime.ContainerStatusRequest) (*runtime.ContainerStatusResponse, error) {
+	if r.GetContainerId() == "" {
+		return nil, invalid("container_id is required")
+	}
+	c, ok := s.containers.get(r.GetContainerId())
+	if !ok {
+		return nil, notFound("container", r.GetContainerId())
+	}
+	resp := &runtime.ContainerStatusResponse{Status: containerStatus(c)}
+	if r.GetVerbose() {
+		st := c.status()
+		info, _ := json.Marshal(map[string]any{"sandboxID": st.SandboxID, "pid": st.Pid, "imageRef": st.ImageRef, "logPath": st.LogPath})
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+func containerStatus(c *container) *runtime.ContainerStatus {
+	st := c.status()
+	cfg := st.Config
+	out := &runtime.ContainerStatus{
+		Id:          st.ID,
+		Metadata:    cfg.GetMetadata(),
+		State:       st.State,
+		CreatedAt:   st.CreatedAt,
+		StartedAt:   st.StartedAt,
+		FinishedAt:  st.FinishedAt,
+		ExitCode:    st.ExitCode,
+		Image:       &runtime.ImageSpec{Image: st.ImageRef, Annotations: cfg.GetImage().GetAnnotations(), UserSpecifiedImage: cfg.GetImage().GetUserSpecifiedImage()},
+		ImageRef:    st.ImageID,
+		ImageId:     st.ImageID,
+		Reason:      st.Reason,
+		Message:     st.Message,
+		Labels:      cfg.GetLabels(),
+		Annotations: cfg.GetAnnotations(),
+		Mounts:      cfg.GetMounts(),
+		LogPath:     st.LogPath,
+		User:        st.User,
+	}
+	if r := cfg.GetLinux().GetResources(); r != nil {
+		out.Resources = &runtime.ContainerResources{Linux: r}
+	}
+	return out
+}
+
+// ListContainers lists containers matching the filter.
+func (s *Service) ListContainers(ctx context.Context, r *runtime.ListContainersRequest) (*runtime.ListContainersResponse, error) {
+	return &runtime.ListContainersResponse{Containers: s.listContainers(r.GetFilter())}, nil
+}
+
+func (s *Service) listContainers(f *runtime.ContainerFilter) []*runtime.Container {
+	var out []*runtime.Container
+	for _, c := range s.containers.list() {
+		st := c.status()
+		if f != nil {
+			if f.GetId() != "" && !hasPrefix(st.ID, f.GetId()) {
+				continue
+			}
+			if f.GetPodSandboxId() != "" && !hasPrefix(st.SandboxID, f.GetPodSandboxId()) {
+				continue
+			}
+			if f.GetState() != nil && f.GetState().GetState() != st.State {
+				continue
+			}
+			if !matchLabels(st.Config.GetLabels(), f.GetLabelSelector()) {
+				continue
+			}
+		}
+		out = append(out, &runtime.Container{
+			Id: st.ID, PodSandboxId: st.SandboxID, Metadata: st.Config.GetMetadata(),
+			Image: &runtime.ImageSpec{Image: st.ImageRef, UserSpecifiedImage: st.Config.GetImage().GetUserSpecifiedImage()}, ImageRef: st.ImageID, ImageId: st.ImageID,
+			State: st.State, CreatedAt: st.CreatedAt,
+			Labels: st.Config.GetLabels(), Annotations: st.Config.GetAnnotations(),
+		})
+	}
+	return out
+}
+
+// StreamContainers is the streaming form of ListContainers.
+func (s *Service) StreamContainers(r *runtime.StreamContainersRequest, srv grpc.ServerStreamingServer[runtime.StreamContainersResponse]) error {
+	return srv.Send(&runtime.StreamContainersResponse{Containers: s.listContainers(r.GetFilter())})
+}
+
+// UpdateContainerResources applies new limits to the running task and
+// records them in the stored spec, so they survive a restart of the task.
+func (s *Service) UpdateContainerResources(ctx context.Context, r *runtime.UpdateContainerResourcesRequest) (*runtime.UpdateContainerResourcesResponse, error) {
+	if r.GetContainerId() == "" {
+		return nil, invalid("container_id is required")
+	}
+	c, ok := s.containers.get(r.GetContainerId())
+	if !ok {
+		return nil, notFound("container", r.GetContainerId())
+	}
+	ctx = s.nsCtx(ctx)
+	lr := r.GetLinux()
+	if lr == nil {
+		return &runtime.UpdateContainerResourcesResponse{}, nil
+	}
+	res := linuxResources(lr)
+	err := c.cntr.Update(ctx, func(ctx context.Context, _ *containerd.Client, info *containers.Container) error {
+		sp, err := c.cntr.Spec(ctx)
+		if err != nil {
+			return err
+		}
+		if sp.Linux == nil {
+			sp.Linux = &specs.Linux{}
+		}
+		sp.Linux.Resources = mergeResources(sp.Linux.Resources, res)
+		return containerd.WithSpec(sp)(ctx, nil, info)
+	})
+	if err != nil {
+		return nil, errorf(err, "update spec of container %s", c.ID)
+	}
+	if c.status().State == runtime.ContainerState_CONTAINER_RUNNING {
+		task, err := c.cntr.Task(ctx, nil)
+		if err == nil {
+			err = task.Update(ctx, containerd.WithResources(res))
+		}
+		if err != nil && !isNotFound(err) {
+			return nil, errorf(err, "update resources of container %s", c.ID)
+		}
+	}
+	c.mu.Lock()
+	if c.Config.Linux == nil {
+		c.Config.Linux = &runtime.LinuxContainerConfig{}
+	}
+	c.Config.Linux.Resources = lr
+	c.mu.Unlock()
+	return &runtime.UpdateContainerResourcesResponse{}, nil
+}
+
+// linuxResources converts CRI resources to an OCI resources block.
+func linuxResources(r *runtime.LinuxContainerResources) *specs.LinuxResources {
+	out := &specs.LinuxResources{CPU: &specs.LinuxCPU{}, Memory: &specs.LinuxMemory{}}
+	if v := r.GetCpuPeriod(); v != 0 {
+		p := uint64(v)
+		out.CPU.Period = &p
+	}
+	if v := r.GetCpuQuota(); v != 0 {
+		out.CPU.Quota = &v
+	}
+	if v := r.GetCpuShares(); v != 0 {
+		sh := uint64(v)
+		out.CPU.Shares = &sh
+	}
+	out.CPU.Cpus, out.CPU.Mems = r.GetCpusetCpus(), r.GetCpusetMems()
+	if v := r.GetMemoryLimitInBytes(); v != 0 {
+		out.Memory.Limit = &v
+	}
+	if v := r.GetMemorySwapLimitInBytes(); v != 0 {
+		out.Memory.Swap = &v
+	}
+	for _, h := range r.GetHugepageLimits() {
+		out.HugepageLimits = append(out.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: h.GetPageSize(), Limit: h.GetLimit()})
+	}
+	if len(r.GetUnified()) > 0 {
+		out.Unified = r.GetUnified()
+	}
+	return out
+}
+
+func mergeResources(old, n *specs.LinuxResources) *specs.LinuxResources {
+	if old == nil {
+		return n
+	}
+	if n.CPU != nil {
+		old.CPU = n.CPU
+	}
+	if n.Memory != nil {
+		old.Memory = n.Memory
+	}
+	if n.HugepageLimits != nil {
+		old.HugepageLimits = n.HugepageLimits
+	}
+	if n.Unified != nil {
+		old.Unified = n.Unified
+	}
+	return old
+}
+
+// ReopenContainerLog reopens the log file after kubelet rotated it.
+func (s *Service) ReopenContainerLog(ctx context.Context, r *runtime.ReopenContainerLogRequest) (*runtime.ReopenContainerLogResponse, error) {
+	if r.GetContainerId() == "" {
+		return nil, invalid("container_id is required")
+	}
+	c, ok := s.containers.get(r.GetContainerId())
+	if !ok {
+		return nil, notFound("container", r.GetContainerId())
+	}
+	if c.status().State != runtime.ContainerState_CONTAINER_RUNNING {
+		return nil, errorf(errNotRunning(c.ID), "reopen log")
+	}
+	if err := c.io.reopenLog(); err != nil {
+		return nil, errorf(err, "reopen log of container %s", c.ID)
+	}
+	return &runtime.ReopenContainerLogResponse{}, nil
+}
+
+type errNotRunning string
+
+func (e errNotRunning) Error() string { return "container " + string(e) + " is not running" }
+
+// CheckpointContainer needs CRIU, which this runtime does not ship.
+func (s *Service) CheckpointContainer(ctx context.Context, r *runtime.CheckpointContainerRequest) (*runtime.CheckpointContainerResponse, error) {
+	return nil, unimplemented("CheckpointContainer: container checkpointing (CRIU) is not supported by berth-cri")
+}
