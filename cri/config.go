@@ -1,6 +1,7 @@
 package cri
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -110,6 +111,14 @@ func LoadConfig(path string) (Config, error) {
 	defer f.Close()
 	dec := toml.NewDecoder(f).DisallowUnknownFields()
 	if err := dec.Decode(&cfg); err != nil {
+		var strict *toml.StrictMissingError
+		if errors.As(err, &strict) {
+			var keys []string
+			for _, e := range strict.Errors {
+				keys = append(keys, strings.Join(e.Key(), "."))
+			}
+			return cfg, fmt.Errorf("config %s: unknown keys: %s", path, strings.Join(keys, ", "))
+		}
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil
