@@ -217,6 +217,7 @@ func (s *Service) startContainer(ctx context.Context, c *container) error {
 		s.recordStartFailure(ctx, c, err)
 		return errorf(err, "start container %s", c.ID)
 	}
+	c.io.setTaskCloser(s.stdinCloser(task))
 	now := nowNano()
 	c.mu.Lock()
 	c.StartedAt = now
@@ -415,4 +416,15 @@ func (s *Service) removeContainer(ctx context.Context, c *container) error {
 	s.containers.delete(c.ID)
 	s.events.container(c, runtime.ContainerEventType_CONTAINER_DELETED_EVENT)
 	return nil
+}
+
+// stdinCloser closes a task's stdin in the shim (StdinOnce attach).
+func (s *Service) stdinCloser(task containerd.Task) func() {
+	return func() {
+		ctx, cancel := context.WithTimeout(s.waitCtx(), 10*time.Second)
+		defer cancel()
+		if err := task.CloseIO(ctx, containerd.WithStdinCloser); err != nil && !isNotFound(err) {
+			s.log.Warn("close container stdin", "task", task.ID(), "err", err)
+		}
+	}
 }

@@ -31,7 +31,10 @@ type containerIO struct {
 	log      *logs.File
 	attached map[*attachment]struct{}
 	stdinCl  bool
-	done     chan struct{} // closed when both output streams hit EOF
+	// closeTask closes the task's stdin inside the shim, which keeps its
+	// own handle on the FIFO; closing ours alone never reaches the process.
+	closeTask func()
+	done      chan struct{} // closed when both output streams hit EOF
 }
 
 type attachment struct {
@@ -195,12 +198,22 @@ func (c *containerIO) attach(ctx context.Context, stdin io.Reader, stdout, stder
 	}
 }
 
+// setTaskCloser registers how to close the task's stdin in the shim.
+func (c *containerIO) setTaskCloser(f func()) {
+	c.mu.Lock()
+	c.closeTask = f
+	c.mu.Unlock()
+}
+
 func (c *containerIO) closeStdin() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dio != nil && c.dio.Stdin != nil && !c.stdinCl {
 		c.dio.Stdin.Close()
 		c.stdinCl = true
+		if c.closeTask != nil {
+			go c.closeTask()
+		}
 	}
 }
 

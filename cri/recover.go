@@ -176,6 +176,7 @@ func (s *Service) recoverContainer(ctx context.Context, c containerd.Container) 
 			return err
 		}
 		ctr.Pid = task.Pid()
+		ctr.io.setTaskCloser(s.stdinCloser(task))
 		s.monitorContainer(ctr, task, exitCh)
 	case containerd.Stopped:
 		s.handleExit(ctr, task, st.ExitStatus, st.ExitTime)

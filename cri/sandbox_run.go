@@ -86,6 +86,19 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtime.PodSandboxConfig,
 	id := newID()
 	log := s.log.With("sandbox", id, "pod", cfg.GetMetadata().GetNamespace()+"/"+cfg.GetMetadata().GetName())
 	var u undo
+	// keep is set when the rollback's CNI DEL fails: the sandbox record,
+	// its netns and its container then stay, marked as owing a DEL, so the
+	// retry loop (and kubelet's Stop/Remove of the NOTREADY sandbox) can
+	// release the address later. Dropping them would leak the IP.
+	keep := false
+	unlessKept := func(f func(context.Context) error) func(context.Context) error {
+		return func(ctx context.Context) error {
+			if keep {
+				return nil
+			}
+			return f(ctx)
+		}
+	}
 	defer func() {
 		if retErr != nil {
 			u.run(context.WithoutCancel(ctx), log.Warn)
@@ -107,7 +120,7 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtime.PodSandboxConfig,
 			return "", errorf(err, "create sandbox dir")
 		}
 		d := d
-		u.push(func(context.Context) error { return os.RemoveAll(d) })
+		u.push(unlessKept(func(context.Context) error { return os.RemoveAll(d) }))
 	}
 
 	if ns.GetNetwork() != runtime.NamespaceMode_NODE {
@@ -116,7 +129,7 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtime.PodSandboxConfig,
 			return "", errorf(err, "create network namespace")
 		}
 		sb.NetNSPath = n.GetPath()
-		u.push(func(context.Context) error { return n.Remove() })
+		u.push(unlessKept(func(context.Context) error { return n.Remove() }))
 	}
 
 	files, err := s.setupSandboxFiles(sb, rootDir, stateDir)
@@ -124,7 +137,7 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtime.PodSandboxConfig,
 		return "", errorf(err, "sandbox files")
 	}
 	if files.ShmPath != "" && ns.GetIpc() != runtime.NamespaceMode_NODE {
-		u.push(func(context.Context) error { return unmountAll(files.ShmPath) })
+		u.push(unlessKept(func(context.Context) error { return unmountAll(files.ShmPath) }))
 	}
 
 	in := spec.Sandbox{ID: id, Config: cfg, NetNSPath: sb.NetNSPath,
@@ -155,13 +168,13 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtime.PodSandboxConfig,
 		return "", errorf(err, "create sandbox container")
 	}
 	sb.cntr = cntr
-	u.push(func(ctx context.Context) error {
+	u.push(unlessKept(func(ctx context.Context) error {
 		return cntr.Delete(ctx, containerd.WithSnapshotCleanup)
-	})
+	}))
 	// The sandbox is in the store from here on, so a concurrent list shows
 	// it as NOTREADY and Stop/Remove find it.
 	s.sandboxes.add(id, sb)
-	u.push(func(context.Context) error { s.sandboxes.delete(id); return nil })
+	u.push(unlessKept(func(context.Context) error { s.sandboxes.delete(id); return nil }))
 
 	// CNI ADD and creating the pause task are independent (the task only
 	// needs the netns path), so they run side by side.
@@ -191,7 +204,20 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtime.PodSandboxConfig,
 	if sb.NetNSPath != "" {
 		// Undo CNI whether or not ADD reported success: a plugin that
 		// failed halfway may still hold an address.
-		u.push(func(ctx context.Context) error { return s.cni.teardown(ctx, s.cni.runtimeConf(sb, s.cfg.TenantKey)) })
+		u.push(func(ctx context.Context) error {
+			err := s.cni.teardown(ctx, s.cni.runtimeConf(sb, s.cfg.TenantKey))
+			if err != nil {
+				keep = true
+				sb.mu.Lock()
+				sb.CNIPending = true
+				sb.mu.Unlock()
+				close(sb.exited)
+				if _, lerr := cntr.SetLabels(ctx, map[string]string{labelCNI: "pending", labelState: stateNotReady}); lerr != nil {
+					log.Warn("record pending CNI teardown", "err", lerr)
+				}
+			}
+			return err
+		})
 	}
 	if cniErr != nil {
 		return "", errorf(cniErr, "set up pod network (CNI ADD)")
