@@ -99,6 +99,7 @@ func (s *Service) createContainer(ctx context.Context, sb *sandbox, cfg *runtime
 		return "", err
 	}
 	specOpts = append(specOpts, withOOMScoreFloor(s.oomFloor))
+	uids, gids, _ := spec.UsernsMappings("sandbox userns_options", snap.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions())
 	stateDir := s.containerStateDir(id)
 	cio, err := newContainerIO(filepath.Join(stateDir, "io"), id, cfg.GetTty(), cfg.GetStdin(), cfg.GetStdinOnce(), logPath, s.cfg.MaxContainerLogLineSize)
 	if err != nil {
@@ -120,7 +121,7 @@ func (s *Service) createContainer(ctx context.Context, sb *sandbox, cfg *runtime
 		containerd.WithSnapshotter(s.cfg.Snapshotter),
 		// The snapshot must exist before the spec: user and group
 		// resolution reads /etc/passwd and /etc/group from it.
-		containerd.WithNewSnapshot(id, img.CDImage),
+		containerd.WithNewSnapshot(id, img.CDImage, remapOpts(uids, gids)...),
 		containerd.WithImageName(img.Name),
 		containerd.WithNewSpec(specOpts...),
 		containerd.WithRuntime("io.containerd.runc.v2", s.runcOptions()),
@@ -324,7 +325,9 @@ func (s *Service) StopContainer(ctx context.Context, r *runtime.StopContainerReq
 	}
 	c, ok := s.containers.get(r.GetContainerId())
 	if !ok {
-		return nil, notFound("container", r.GetContainerId())
+		// Stopping is idempotent: kubelet retries Stop after a restart
+		// or a removal raced it, and a gone container is stopped.
+		return &runtime.StopContainerResponse{}, nil
 	}
 	if err := s.stopContainer(s.nsCtx(ctx), c, time.Duration(r.GetTimeout())*time.Second); err != nil {
 		return nil, err

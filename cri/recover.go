@@ -68,6 +68,9 @@ func (s *Service) recoverSandbox(ctx context.Context, c containerd.Container) er
 		Handler: m.RuntimeHandler, State: runtime.PodSandboxState_SANDBOX_NOTREADY,
 		IP: labels[labelIP], CNIPending: labels[labelCNI] == "pending",
 		exited: make(chan struct{}), cntr: c}
+	if v := labels[labelNetNS]; v != "" {
+		sb.NetNSPath = v
+	}
 	if v := labels[labelIPs]; v != "" {
 		sb.ExtraIPs = strings.Split(v, ",")
 	}

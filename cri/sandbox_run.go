@@ -13,7 +13,9 @@ import (
 	"github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/netns"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -123,7 +125,18 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtime.PodSandboxConfig,
 		u.push(unlessKept(func(context.Context) error { return os.RemoveAll(d) }))
 	}
 
-	if ns.GetNetwork() != runtime.NamespaceMode_NODE {
+	uids, gids, err := spec.UsernsMappings("config.linux.security_context.namespace_options.userns_options", ns.GetUsernsOptions())
+	if err != nil {
+		return "", err
+	}
+	podUserns := uids != nil
+	if podUserns && !s.usernsSupported {
+		return "", invalid("config.linux.security_context.namespace_options.userns_options: user namespaces need runc with idmapped mount support, which this node lacks")
+	}
+	// With a pod user namespace the network namespace must belong to it
+	// (so the pod's root may configure it), so runc creates it with the
+	// pause and it is pinned from the pause PID before CNI ADD.
+	if ns.GetNetwork() != runtime.NamespaceMode_NODE && !podUserns {
 		n, err := netns.NewNetNS(filepath.Join(s.cfg.StateDir, "netns"))
 		if err != nil {
 			return "", errorf(err, "create network namespace")
@@ -158,7 +171,7 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtime.PodSandboxConfig,
 		NetNSPath: sb.NetNSPath, RuntimeHandler: handler}
 	cntr, err := s.client.NewContainer(ctx, id,
 		containerd.WithSnapshotter(s.cfg.Snapshotter),
-		containerd.WithNewSnapshot(id, img.CDImage),
+		containerd.WithNewSnapshot(id, img.CDImage, remapOpts(uids, gids)...),
 		containerd.WithNewSpec(specOpts...),
 		containerd.WithRuntime("io.containerd.runc.v2", s.runcOptions()),
 		containerd.WithContainerLabels(labels),
@@ -185,8 +198,8 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtime.PodSandboxConfig,
 		task    containerd.Task
 		taskErr error
 	)
-	var rc = s.cni.runtimeConf(sb, s.cfg.TenantKey)
 	if sb.NetNSPath != "" {
+		rc := s.cni.runtimeConf(sb, s.cfg.TenantKey)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -195,6 +208,20 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtime.PodSandboxConfig,
 	}
 	task, taskErr = cntr.NewTask(ctx, cio.NullIO)
 	wg.Wait()
+	if podUserns && taskErr == nil && ns.GetNetwork() != runtime.NamespaceMode_NODE {
+		// Pin the netns runc created in the pod's user namespace, then
+		// wire it; the pause has not started yet.
+		n, err := netns.NewNetNSFromPID(filepath.Join(s.cfg.StateDir, "netns"), task.Pid())
+		if err != nil {
+			taskErr = fmt.Errorf("pin the pod network namespace: %w", err)
+		} else {
+			u.push(unlessKept(func(context.Context) error { return n.Remove() }))
+			sb.mu.Lock()
+			sb.NetNSPath = n.GetPath()
+			sb.mu.Unlock()
+			ips, cniErr = s.cni.setup(ctx, s.cni.runtimeConf(sb, s.cfg.TenantKey))
+		}
+	}
 	if task != nil {
 		u.push(func(ctx context.Context) error {
 			_, err := task.Delete(ctx, containerd.WithProcessKill)
@@ -233,6 +260,9 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtime.PodSandboxConfig,
 		return "", errorf(err, "start sandbox task")
 	}
 	newLabels := map[string]string{labelState: stateReady}
+	if podUserns {
+		newLabels[labelNetNS] = sb.NetNSPath
+	}
 	if len(ips) > 0 {
 		newLabels[labelIP] = ips[0]
 		if len(ips) > 1 {
@@ -369,4 +399,13 @@ func unmountAll(path string) error {
 		}
 	}
 	return nil
+}
+
+// remapOpts makes the snapshot's files owned by the pod's user namespace
+// (idmapped layers on overlayfs), so the pod's root owns its rootfs.
+func remapOpts(uids, gids []specs.LinuxIDMapping) []snapshots.Opt {
+	if len(uids) == 0 || len(gids) == 0 {
+		return nil
+	}
+	return []snapshots.Opt{containerd.WithRemapperLabels(0, uids[0].HostID, 0, gids[0].HostID, uids[0].Size)}
 }

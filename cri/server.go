@@ -36,6 +36,9 @@ type Service struct {
 	rt     spec.Runtime
 	// oomFloor is the lowest oom_score_adj this process may hand out.
 	oomFloor int
+	// usernsSupported: runc can create pod user namespaces with idmapped
+	// mounts, so the handler advertises user_namespaces.
+	usernsSupported bool
 
 	sandboxes  *store[*sandbox]
 	containers *store[*container]
@@ -92,7 +95,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		return nil, fmt.Errorf("image service: %w", err)
 	}
 	s.rt = spec.Runtime{CgroupDriver: cfg.CgroupDriver, SeccompEnabled: seccompEnabled()}
-	s.rt.RROSupported = s.probeRRO(ctx)
+	s.rt.RROSupported, s.usernsSupported = s.probeFeatures(ctx)
 	if s.oomFloor = oomScoreFloor(); s.oomFloor > -1000 {
 		log.Warn("no CAP_SYS_RESOURCE: container oom_score_adj is clamped", "floor", s.oomFloor)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/containerd/containerd/v2/pkg/seccomp"
 	"github.com/containerd/typeurl/v2"
@@ -43,7 +44,7 @@ func (s *Service) Status(ctx context.Context, r *runtime.StatusRequest) (*runtim
 		}
 	}
 	netCond := s.cni.networkReady(ctx)
-	handlerFeatures := &runtime.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: s.rt.RROSupported}
+	handlerFeatures := &runtime.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: s.rt.RROSupported, UserNamespaces: s.usernsSupported}
 	resp := &runtime.StatusResponse{
 		Status: &runtime.RuntimeStatus{Conditions: []*runtime.RuntimeCondition{rtCond, netCond}},
 		RuntimeHandlers: []*runtime.RuntimeHandler{
@@ -91,41 +92,40 @@ func (s *Service) currentPodCIDR() string {
 
 func seccompEnabled() bool { return seccomp.IsEnabled() }
 
-// probeRRO asks the runc shim for runc's features: recursive read-only
-// mounts need runc's "rro" mount option and a kernel with mount_setattr
-// (5.12+).
-func (s *Service) probeRRO(ctx context.Context) bool {
-	if !kernelAtLeast(5, 12) {
-		return false
-	}
+// probeFeatures asks the runc shim for runc's features. Recursive
+// read-only mounts need runc's "rro" mount option and a kernel with
+// mount_setattr (5.12+); pod user namespaces need runc's user namespace and
+// idmapped-mount support.
+func (s *Service) probeFeatures(ctx context.Context) (rro, userns bool) {
 	opts, err := typeurl.MarshalAnyToProto(s.runcOptions())
 	if err != nil {
-		return false
+		return false, false
 	}
 	req := &apitypes.RuntimeRequest{RuntimePath: "io.containerd.runc.v2", Options: opts}
 	resp, err := s.client.IntrospectionService().PluginInfo(ctx, "io.containerd.runtime.v2", "task", req)
 	if err != nil || resp.Extra == nil {
-		s.log.Warn("cannot read runc features; recursive read-only mounts disabled", "err", err)
-		return false
+		s.log.Warn("cannot read runc features; recursive read-only mounts and user namespaces disabled", "err", err)
+		return false, false
 	}
 	var info apitypes.RuntimeInfo
 	if err := typeurl.UnmarshalTo(resp.Extra, &info); err != nil || info.Features == nil {
-		return false
+		return false, false
 	}
 	v, err := typeurl.UnmarshalAny(info.Features)
 	if err != nil {
-		return false
+		return false, false
 	}
 	f, ok := v.(*features.Features)
 	if !ok {
-		return false
+		return false, false
 	}
-	for _, o := range f.MountOptions {
-		if o == "rro" {
-			return true
+	rro = kernelAtLeast(5, 12) && slices.Contains(f.MountOptions, "rro")
+	if l := f.Linux; l != nil && slices.Contains(l.Namespaces, "user") {
+		if m := l.MountExtensions; m != nil && m.IDMap != nil && m.IDMap.Enabled != nil && *m.IDMap.Enabled {
+			userns = true
 		}
 	}
-	return false
+	return rro, userns
 }
 
 func kernelAtLeast(major, minor int) bool {

@@ -428,8 +428,8 @@ func TestContainerOptsNamespaces(t *testing.T) {
 		{"target not running", nil, &runtime.NamespaceOption{Pid: runtime.NamespaceMode_TARGET, TargetId: "x"}, 4242,
 			func(string) (uint32, error) { return 0, nil }, nil, codes.InvalidArgument, "is not running"},
 		{"unknown pid mode", nil, &runtime.NamespaceOption{Pid: 9}, 4242, nil, nil, codes.InvalidArgument, "namespace_options.pid"},
-		{"pod user namespace", nil, &runtime.NamespaceOption{UsernsOptions: &runtime.UserNamespace{Mode: runtime.NamespaceMode_POD}}, 4242, nil, nil,
-			codes.Unimplemented, "user namespaces are not supported"},
+		{"pod user namespace without mappings", &runtime.NamespaceOption{UsernsOptions: &runtime.UserNamespace{Mode: runtime.NamespaceMode_POD}}, nil, 4242, nil, nil,
+			codes.InvalidArgument, "exactly one mapping"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

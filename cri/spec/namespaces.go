@@ -31,29 +31,65 @@ func joinNamespace(t specs.LinuxNamespaceType, path string) oci.SpecOpts {
 	return oci.WithLinuxNamespace(specs.LinuxNamespace{Type: t, Path: path})
 }
 
-// checkUserNamespace rejects pod user namespaces until berth-cri pins a
-// user namespace per sandbox and maps the rootfs (idmapped mounts).
-// NODE (or no option) keeps the host user namespace, which the default
-// spec already does.
-func checkUserNamespace(field string, u *runtime.UserNamespace) error {
-	if u == nil || u.GetMode() == runtime.NamespaceMode_NODE {
-		return nil
+// UsernsMappings validates user namespace options and returns the ID
+// mappings of a POD user namespace (nil for NODE or no option). One line
+// per map, as containerd's remapped snapshots support, and container ID 0
+// must be mapped: a pod whose root is unmapped cannot even start its pause
+// process.
+func UsernsMappings(field string, u *runtime.UserNamespace) (uids, gids []specs.LinuxIDMapping, err error) {
+	if u == nil {
+		return nil, nil, nil
 	}
-	if u.GetMode() == runtime.NamespaceMode_POD {
-		return unimplementedf("%s.mode POD: user namespaces are not supported by berth-cri yet", field)
+	parse := func(name string, m []*runtime.IDMapping) ([]specs.LinuxIDMapping, error) {
+		if len(m) != 1 || m[0] == nil {
+			return nil, invalidf("%s.%s: exactly one mapping is supported, got %d", field, name, len(m))
+		}
+		if m[0].GetLength() < 1 {
+			return nil, invalidf("%s.%s[0].length must be at least 1", field, name)
+		}
+		if m[0].GetContainerId() != 0 {
+			return nil, invalidf("%s.%s[0].container_id must be 0 (the container's root must be mapped), got %d", field, name, m[0].GetContainerId())
+		}
+		return []specs.LinuxIDMapping{{ContainerID: 0, HostID: m[0].GetHostId(), Size: m[0].GetLength()}}, nil
 	}
-	return invalidf("%s.mode %s is not supported (want NODE or POD)", field, u.GetMode())
+	switch u.GetMode() {
+	case runtime.NamespaceMode_NODE:
+		if len(u.GetUids()) > 0 || len(u.GetGids()) > 0 {
+			return nil, nil, invalidf("%s: mode NODE takes no uid/gid mappings", field)
+		}
+		return nil, nil, nil
+	case runtime.NamespaceMode_POD:
+		if uids, err = parse("uids", u.GetUids()); err != nil {
+			return nil, nil, err
+		}
+		if gids, err = parse("gids", u.GetGids()); err != nil {
+			return nil, nil, err
+		}
+		return uids, gids, nil
+	default:
+		return nil, nil, invalidf("%s.mode %s is not supported (want NODE or POD)", field, u.GetMode())
+	}
 }
+
+const usernsField = "config.linux.security_context.namespace_options.userns_options"
 
 // sandboxNamespaceOpts places the pause process: a pinned network
 // namespace (created by the server before CNI ADD) or the host's, and new
 // or host PID/IPC/UTS namespaces.
 func sandboxNamespaceOpts(sb Sandbox) ([]oci.SpecOpts, error) {
 	ns := sb.Config.GetLinux().GetSecurityContext().GetNamespaceOptions()
-	if err := checkUserNamespace("config.linux.security_context.namespace_options.userns_options", ns.GetUsernsOptions()); err != nil {
+	uids, gids, err := UsernsMappings(usernsField, ns.GetUsernsOptions())
+	if err != nil {
 		return nil, err
 	}
 	var opts []oci.SpecOpts
+	if uids != nil {
+		// A pod user namespace: runc creates it with the mappings, and the
+		// pause's network namespace inside it (NetNSPath is empty then), so
+		// the pod's root owns its network; the server pins that netns from
+		// the pause PID before CNI ADD.
+		opts = append(opts, oci.WithUserNamespace(uids, gids))
+	}
 	if ns.GetNetwork() == runtime.NamespaceMode_NODE {
 		// The host's UTS namespace goes with the host network: the pod
 		// then reports the node's hostname, as kubelet expects.
@@ -81,7 +117,9 @@ func sandboxNamespaceOpts(sb Sandbox) ([]oci.SpecOpts, error) {
 func containerNamespaceOpts(c *runtime.ContainerConfig, sb Sandbox, targetPid func(string) (uint32, error)) ([]oci.SpecOpts, error) {
 	sbNS := sb.Config.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	ns := c.GetLinux().GetSecurityContext().GetNamespaceOptions()
-	if err := checkUserNamespace("config.linux.security_context.namespace_options.userns_options", ns.GetUsernsOptions()); err != nil {
+	// The user namespace is a pod property: containers join the pause's.
+	uids, gids, err := UsernsMappings(usernsField, sbNS.GetUsernsOptions())
+	if err != nil {
 		return nil, err
 	}
 	hostNet := sbNS.GetNetwork() == runtime.NamespaceMode_NODE
@@ -92,6 +130,12 @@ func containerNamespaceOpts(c *runtime.ContainerConfig, sb Sandbox, targetPid fu
 	}
 
 	var opts []oci.SpecOpts
+	if uids != nil {
+		if sb.Pid == 0 {
+			return nil, invalidf("sandbox %s has no running pause process to join", sb.ID)
+		}
+		opts = append(opts, oci.WithUserNamespace(uids, gids), joinNamespace(specs.UserNamespace, nsPath(sb.Pid, "user")))
+	}
 	if hostNet {
 		opts = append(opts, withoutNamespace(specs.NetworkNamespace), withoutNamespace(specs.UTSNamespace))
 	} else {

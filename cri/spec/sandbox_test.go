@@ -374,7 +374,12 @@ func TestSandboxOptsErrors(t *testing.T) {
 		{"pod user namespace", func(sb *Sandbox, _ *imagespec.ImageConfig) {
 			sb.Config.Linux.SecurityContext = &runtime.LinuxSandboxSecurityContext{NamespaceOptions: &runtime.NamespaceOption{
 				UsernsOptions: &runtime.UserNamespace{Mode: runtime.NamespaceMode_POD}}}
-		}, codes.Unimplemented, "userns_options"},
+		}, codes.InvalidArgument, "userns_options.uids: exactly one mapping"},
+		{"unmapped root", func(sb *Sandbox, _ *imagespec.ImageConfig) {
+			m := []*runtime.IDMapping{{ContainerId: 1, HostId: 1000, Length: 10}}
+			sb.Config.Linux.SecurityContext = &runtime.LinuxSandboxSecurityContext{NamespaceOptions: &runtime.NamespaceOption{
+				UsernsOptions: &runtime.UserNamespace{Mode: runtime.NamespaceMode_POD, Uids: m, Gids: m}}}
+		}, codes.InvalidArgument, "uids[0].container_id must be 0"},
 		{"container user namespace", func(sb *Sandbox, _ *imagespec.ImageConfig) {
 			sb.Config.Linux.SecurityContext = &runtime.LinuxSandboxSecurityContext{NamespaceOptions: &runtime.NamespaceOption{
 				UsernsOptions: &runtime.UserNamespace{Mode: runtime.NamespaceMode_CONTAINER}}}

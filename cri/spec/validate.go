@@ -119,10 +119,8 @@ func ValidateSandboxConfig(c *runtime.PodSandboxConfig) error {
 	if err := modeIn(field+".namespace_options.pid", ns.GetPid(), runtime.NamespaceMode_POD, runtime.NamespaceMode_CONTAINER, runtime.NamespaceMode_NODE); err != nil {
 		return err
 	}
-	if u := ns.GetUsernsOptions(); u != nil {
-		if err := modeIn(field+".namespace_options.userns_options.mode", u.GetMode(), runtime.NamespaceMode_POD, runtime.NamespaceMode_NODE); err != nil {
-			return err
-		}
+	if _, _, err := UsernsMappings(field+".namespace_options.userns_options", ns.GetUsernsOptions()); err != nil {
+		return err
 	}
 	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil {
 		return invalidf("%s.run_as_group is set without run_as_user", field)

@@ -100,7 +100,7 @@ func TestValidateSandboxConfig(t *testing.T) {
 		{"unknown mode", ns(&runtime.NamespaceOption{Pid: 42}),
 			"config.linux.security_context.namespace_options.pid: unknown mode 42"},
 		{"userns mode", ns(&runtime.NamespaceOption{UsernsOptions: &runtime.UserNamespace{Mode: runtime.NamespaceMode_CONTAINER}}),
-			"config.linux.security_context.namespace_options.userns_options.mode: mode CONTAINER is not supported here"},
+			"config.linux.security_context.namespace_options.userns_options.mode CONTAINER is not supported (want NODE or POD)"},
 		{"group without user", sc(func(s *runtime.LinuxSandboxSecurityContext) { s.RunAsGroup = i(1) }),
 			"config.linux.security_context.run_as_group is set without run_as_user"},
 		{"negative uid", sc(func(s *runtime.LinuxSandboxSecurityContext) { s.RunAsUser = i(-1) }),

@@ -43,15 +43,24 @@ func TestCritest(t *testing.T) {
 	}
 	resultsDir := filepath.Join(crienv.RepoRoot(t), "test", "perf", "results")
 
+	// Raw logs and ginkgo reports are kept for reading after the run.
+	rawDir := filepath.Join(crienv.RepoRoot(t), "_output", "critest")
+	if err := os.MkdirAll(rawDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	run := func(t *testing.T, name, sock string) Summary {
-		report := filepath.Join(t.TempDir(), name+".json")
+		report := filepath.Join(rawDir, name+".json")
 		var skips []string
 		for k := range skipSpecs {
 			skips = append(skips, k)
 		}
 		args := []string{"--runtime-endpoint", "unix://" + sock, "--image-endpoint", "unix://" + sock,
-			"--ginkgo.skip", strings.Join(skips, "|"), "--ginkgo.json-report", report, "--ginkgo.no-color",
-			"-parallel", parallel}
+			"--ginkgo.skip", strings.Join(skips, "|"), "--ginkgo.json-report", report, "--ginkgo.no-color"}
+		if parallel != "1" {
+			// critest then re-runs itself through the ginkgo CLI, which
+			// must be on PATH (it is next to critest).
+			args = append(args, "-parallel", parallel)
+		}
 		if f := os.Getenv("CRITEST_FOCUS"); f != "" {
 			args = append(args, "--ginkgo.focus", f)
 		}
@@ -61,7 +70,7 @@ func TestCritest(t *testing.T) {
 		cmd.Stdout, cmd.Stderr = &out, &out
 		start := time.Now()
 		err := cmd.Run()
-		logPath := filepath.Join(t.TempDir(), name+".log")
+		logPath := filepath.Join(rawDir, name+".log")
 		os.WriteFile(logPath, out.Bytes(), 0o644)
 		t.Logf("critest against %s took %s (exit: %v); log %s", name, time.Since(start).Round(time.Second), err, logPath)
 		s, perr := ParseFile(name, report)
@@ -93,6 +102,9 @@ func TestCritest(t *testing.T) {
 		reference = run(t, "containerd", ref.Address())
 	})
 
+	if t.Failed() {
+		return
+	}
 	meta := map[string]string{
 		"critest":    "cri-tools v1.36.0 (" + parallel + " ginkgo node(s))",
 		"containerd": "v2.2.9 (same build for both; CRI plugin disabled under berth-cri)",

@@ -223,3 +223,57 @@ func TestStreaming(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// A pod user namespace: the pod's root is host uid 100000, its rootfs is
+// idmapped, and its network namespace (owned by the user namespace) still
+// gets an address from CNI.
+func TestUserNamespacePod(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	st, err := e.rt.Status(e.ctx(), &runtime.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	supported := false
+	for _, h := range st.RuntimeHandlers {
+		if h.Name == "" && h.Features.GetUserNamespaces() {
+			supported = true
+		}
+	}
+	if !supported {
+		t.Skip("runc on this node has no idmapped-mount support: the handler does not advertise user namespaces")
+	}
+	e.pull(busybox)
+	m := []*runtime.IDMapping{{ContainerId: 0, HostId: 100000, Length: 65536}}
+	pod := podConfig("bti-userns")
+	pod.LogDirectory = t.TempDir()
+	pod.Linux.SecurityContext = &runtime.LinuxSandboxSecurityContext{NamespaceOptions: &runtime.NamespaceOption{
+		UsernsOptions: &runtime.UserNamespace{Mode: runtime.NamespaceMode_POD, Uids: m, Gids: m}}}
+	podID := e.runPod(pod)
+	id := e.createContainer(podID, pod, "u", busybox, "sh", "-c", "cat /proc/self/uid_map; touch /root-owned && echo rootfs-writable; ip -4 -o addr show eth0")
+	e.startContainer(id)
+	if st := e.waitExited(id, 30*time.Second); st.ExitCode != 0 {
+		b, _ := os.ReadFile(filepath.Join(pod.LogDirectory, "u.log"))
+		t.Fatalf("exit %d:\n%s", st.ExitCode, b)
+	}
+	b, _ := os.ReadFile(filepath.Join(pod.LogDirectory, "u.log"))
+	out := string(b)
+	if !regexp.MustCompile(`\s0\s+100000\s+65536`).MatchString(out) || !strings.Contains(out, "rootfs-writable") {
+		t.Fatalf("user namespace not applied:\n%s", out)
+	}
+	sb, _ := e.rt.PodSandboxStatus(e.ctx(), &runtime.PodSandboxStatusRequest{PodSandboxId: podID})
+	if ip := sb.GetStatus().GetNetwork().GetIp(); ip == "" || !strings.Contains(out, ip) {
+		t.Fatalf("pod IP %q not on eth0 inside the user namespace:\n%s", ip, out)
+	}
+	if _, err := e.rt.StopPodSandbox(e.ctx(), &runtime.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.rt.RemovePodSandbox(e.ctx(), &runtime.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.netnsEntries(); len(n) != 0 {
+		t.Fatalf("netns left: %v", n)
+	}
+	if a := e.ipamEntries(); len(a) != 0 {
+		t.Fatalf("addresses left: %v", a)
+	}
+}
