@@ -22,7 +22,7 @@ const (
 	labelState     = "berth.dev/state" // see the state* constants
 	labelIP        = "berth.dev/ip"
 	labelIPs       = "berth.dev/additional-ips"
-	labelCNI       = "berth.dev/cni" // "pending" while a CNI DEL is owed
+	labelCNI       = "berth.dev/cni"   // "pending" while a CNI DEL is owed
 	labelNetNS     = "berth.dev/netns" // netns pinned after the pause started (user namespace pods)
 	labelStarted   = "berth.dev/started-at"
 	labelFinished  = "berth.dev/finished-at"

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # perf.sh: every berth performance report, one after the other:
-# test/perf/netperf (pod-to-pod throughput, CNI ADD/DEL latency; net.*)
-# then test/perf/dataplane (eBPF shaping and isolation; dataplane.*),
-# with one dependency install and one berth-cni build.
+# test/perf/netperf (pod-to-pod throughput, CNI ADD/DEL latency; net.*),
+# test/perf/dataplane (eBPF shaping and isolation; dataplane.*), then
+# test/perf/crilat (berth-cri vs containerd's CRI: pod start and stop
+# latency, RSS; cri.*, via hack/perf-cri.sh), with one dependency install
+# and one berth-cni build.
 #
-#   hack/perf.sh            # full reports (~15 + ~12 minutes)
-#   hack/perf.sh --quick    # smoke runs of both
+#   hack/perf.sh            # full reports (~15 + ~12 + ~10 minutes)
+#   hack/perf.sh --quick    # smoke runs of all three
 #
-# --quick is the only argument; suite-specific flags go in NETPERF_ARGS and
-# DATAPLANE_ARGS (word-split), e.g. DATAPLANE_ARGS="--cases berth-veth".
+# --quick is the only argument; suite-specific flags go in NETPERF_ARGS,
+# DATAPLANE_ARGS and CRI_ARGS (word-split), e.g. DATAPLANE_ARGS="--cases
+# berth-veth", CRI_ARGS="--pods 100".
 # Environment: BERTH_BIN, OUT, SKIP_DEPS=1, as for perf-net.sh. Must run as
-# root. Exits with the first non-zero status of the two suites (130 at
+# root. Exits with the first non-zero status of the three suites (130 at
 # once when interrupted); a missed target is never a failure.
 set -euo pipefail
 
@@ -23,13 +26,17 @@ common=()
 for a in "$@"; do
 	case "$a" in
 	--quick) common+=(--quick) ;;
-	*) log "unknown argument $a (suite flags go in NETPERF_ARGS / DATAPLANE_ARGS)"; exit 2 ;;
+	*) log "unknown argument $a (suite flags go in NETPERF_ARGS / DATAPLANE_ARGS / CRI_ARGS)"; exit 2 ;;
 	esac
 done
 read -r -a net_args <<<"${NETPERF_ARGS:-}"
 read -r -a dp_args <<<"${DATAPLANE_ARGS:-}"
+read -r -a cri_args <<<"${CRI_ARGS:-}"
 
 perf_setup
+if [ "${SKIP_DEPS:-0}" != 1 ]; then
+	bash "$here/install-cri-tools.sh"
+fi
 perf_build_berth
 perf_build_suite netperf
 perf_build_suite dataplane
@@ -51,5 +58,15 @@ for suite in netperf dataplane; do
 		rc=$s
 	fi
 done
-log "reports: $OUT/net.md $OUT/dataplane.md"
+# The CRI suite is a go test (it builds berth-cri itself through
+# test/crienv); perf-cri.sh runs it, with the dependencies installed above.
+log "running: perf-cri.sh ${common[*]} ${cri_args[*]}"
+set +e
+OUT="$OUT" SKIP_DEPS=1 bash "$here/perf-cri.sh" ${common[@]+"${common[@]}"} ${cri_args[@]+"${cri_args[@]}"}
+s=$?
+set -e
+if [ "$s" -ne 0 ] && [ "$rc" -eq 0 ]; then
+	rc=$s
+fi
+log "reports: $OUT/net.md $OUT/dataplane.md $OUT/cri.md"
 exit "$rc"

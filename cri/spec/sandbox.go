@@ -118,7 +118,9 @@ func SandboxOpts(sb Sandbox, img imagespec.ImageConfig, rt Runtime) ([]oci.SpecO
 
 	// In a pod user namespace the wide ping_group_range names unmapped
 	// groups and the kernel refuses it, as it does for a rootless runtime.
-	podUserns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions().GetMode() == runtime.NamespaceMode_POD
+	// (NamespaceMode's zero value is POD, so the option must be present.)
+	u := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions()
+	podUserns := u != nil && u.GetMode() == runtime.NamespaceMode_POD
 	opts = append(opts, withSysctls(sandboxSysctls(cfg, hostNet, probeHost().inUserNS || podUserns)))
 
 	user, err := userString("config.linux.security_context", "", sc.GetRunAsUser(), sc.GetRunAsGroup())
