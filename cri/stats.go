@@ -243,18 +243,86 @@ func (s *Service) StreamPodSandboxStats(r *runtime.StreamPodSandboxStatsRequest,
 	return srv.Send(&runtime.StreamPodSandboxStatsResponse{PodSandboxStats: s.listSandboxStats(s.nsCtx(srv.Context()), r.GetFilter())})
 }
 
-// ListMetricDescriptors and ListPodSandboxMetrics serve kubelet's
-// PodAndContainerStatsFromCRI mode. berth-cri reports stats through the
-// *Stats RPCs and leaves the Prometheus-style metric set empty, which
-// kubelet accepts (cAdvisor remains the source in the default mode).
+// The metric set served to kubelet's PodAndContainerStatsFromCRI mode:
+// cAdvisor's names and label keys, so dashboards built on cAdvisor keep
+// working, computed from the same cgroup and interface counters as the
+// *Stats RPCs.
+var (
+	containerLabelKeys = []string{"container", "id", "image", "name", "namespace", "pod"}
+	netLabelKeys       = []string{"interface", "namespace", "pod"}
+	metricDescriptors  = []*runtime.MetricDescriptor{
+		{Name: "container_cpu_usage_seconds_total", Help: "Cumulative cpu time consumed in seconds.", LabelKeys: containerLabelKeys},
+		{Name: "container_memory_usage_bytes", Help: "Current memory usage in bytes, including all memory regardless of when it was accessed.", LabelKeys: containerLabelKeys},
+		{Name: "container_memory_working_set_bytes", Help: "Current working set in bytes.", LabelKeys: containerLabelKeys},
+		{Name: "container_memory_rss", Help: "Size of RSS in bytes.", LabelKeys: containerLabelKeys},
+		{Name: "container_fs_usage_bytes", Help: "Number of bytes that are consumed by the container's writable layer.", LabelKeys: containerLabelKeys},
+		{Name: "container_network_receive_bytes_total", Help: "Cumulative count of bytes received.", LabelKeys: netLabelKeys},
+		{Name: "container_network_transmit_bytes_total", Help: "Cumulative count of bytes transmitted.", LabelKeys: netLabelKeys},
+	}
+)
+
 func (s *Service) ListMetricDescriptors(ctx context.Context, r *runtime.ListMetricDescriptorsRequest) (*runtime.ListMetricDescriptorsResponse, error) {
-	return &runtime.ListMetricDescriptorsResponse{}, nil
+	return &runtime.ListMetricDescriptorsResponse{Descriptors: metricDescriptors}, nil
 }
 
 func (s *Service) ListPodSandboxMetrics(ctx context.Context, r *runtime.ListPodSandboxMetricsRequest) (*runtime.ListPodSandboxMetricsResponse, error) {
-	return &runtime.ListPodSandboxMetricsResponse{}, nil
+	return &runtime.ListPodSandboxMetricsResponse{PodMetrics: s.podMetrics(s.nsCtx(ctx))}, nil
 }
 
 func (s *Service) StreamPodSandboxMetrics(r *runtime.StreamPodSandboxMetricsRequest, srv grpc.ServerStreamingServer[runtime.StreamPodSandboxMetricsResponse]) error {
-	return srv.Send(&runtime.StreamPodSandboxMetricsResponse{})
+	return srv.Send(&runtime.StreamPodSandboxMetricsResponse{PodSandboxMetrics: s.podMetrics(s.nsCtx(srv.Context()))})
+}
+
+func (s *Service) podMetrics(ctx context.Context) []*runtime.PodSandboxMetrics {
+	var out []*runtime.PodSandboxMetrics
+	for _, sb := range s.sandboxes.list() {
+		snap := sb.snapshot()
+		if snap.State != runtime.PodSandboxState_SANDBOX_READY {
+			continue
+		}
+		stats := s.sandboxStats(ctx, sb)
+		md := snap.Config.GetMetadata()
+		pm := &runtime.PodSandboxMetrics{PodSandboxId: snap.ID}
+		metric := func(name string, t runtime.MetricType, ts int64, v uint64, labels ...string) *runtime.Metric {
+			return &runtime.Metric{Name: name, Timestamp: ts, MetricType: t, LabelValues: labels, Value: &runtime.UInt64Value{Value: v}}
+		}
+		if n := stats.GetLinux().GetNetwork(); n != nil {
+			ifaces := append([]*runtime.NetworkInterfaceUsage{n.GetDefaultInterface()}, n.GetInterfaces()...)
+			for _, i := range ifaces {
+				if i == nil {
+					continue
+				}
+				pm.Metrics = append(pm.Metrics,
+					metric("container_network_receive_bytes_total", runtime.MetricType_COUNTER, n.Timestamp, i.GetRxBytes().GetValue(), i.GetName(), md.GetNamespace(), md.GetName()),
+					metric("container_network_transmit_bytes_total", runtime.MetricType_COUNTER, n.Timestamp, i.GetTxBytes().GetValue(), i.GetName(), md.GetNamespace(), md.GetName()))
+			}
+		}
+		for _, cs := range stats.GetLinux().GetContainers() {
+			a := cs.GetAttributes()
+			c, ok := s.containers.get(a.GetId())
+			if !ok {
+				continue
+			}
+			st := c.status()
+			labels := []string{a.GetMetadata().GetName(), a.GetId(), st.ImageRef, a.GetId(), md.GetNamespace(), md.GetName()}
+			cm := &runtime.ContainerMetrics{ContainerId: a.GetId()}
+			if cpu := cs.GetCpu(); cpu.GetUsageCoreNanoSeconds() != nil {
+				// CRI metric values are integers: whole seconds, as
+				// cAdvisor's float would be truncated anyway by kubelet.
+				cm.Metrics = append(cm.Metrics, metric("container_cpu_usage_seconds_total", runtime.MetricType_COUNTER, cpu.Timestamp, cpu.GetUsageCoreNanoSeconds().GetValue()/1e9, labels...))
+			}
+			if m := cs.GetMemory(); m != nil {
+				cm.Metrics = append(cm.Metrics,
+					metric("container_memory_usage_bytes", runtime.MetricType_GAUGE, m.Timestamp, m.GetUsageBytes().GetValue(), labels...),
+					metric("container_memory_working_set_bytes", runtime.MetricType_GAUGE, m.Timestamp, m.GetWorkingSetBytes().GetValue(), labels...),
+					metric("container_memory_rss", runtime.MetricType_GAUGE, m.Timestamp, m.GetRssBytes().GetValue(), labels...))
+			}
+			if w := cs.GetWritableLayer(); w.GetUsedBytes() != nil {
+				cm.Metrics = append(cm.Metrics, metric("container_fs_usage_bytes", runtime.MetricType_GAUGE, w.Timestamp, w.GetUsedBytes().GetValue(), labels...))
+			}
+			pm.ContainerMetrics = append(pm.ContainerMetrics, cm)
+		}
+		out = append(out, pm)
+	}
+	return out
 }

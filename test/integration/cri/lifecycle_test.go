@@ -96,6 +96,29 @@ func TestCrictlLifecycle(t *testing.T) {
 		t.Fatalf("log content:\n%s", raw)
 	}
 
+	// Stats and the cAdvisor-style metrics see the running container.
+	cs, err := e.rt.ContainerStats(e.ctx(), &runtime.ContainerStatsRequest{ContainerId: id})
+	if err != nil || cs.Stats.GetMemory().GetWorkingSetBytes().GetValue() == 0 || cs.Stats.GetCpu().GetUsageCoreNanoSeconds().GetValue() == 0 {
+		t.Fatalf("ContainerStats: %v %v", cs, err)
+	}
+	pm, err := e.rt.ListPodSandboxMetrics(e.ctx(), &runtime.ListPodSandboxMetricsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, p := range pm.PodMetrics {
+		for _, c := range p.ContainerMetrics {
+			for _, m := range c.Metrics {
+				if c.ContainerId == id && m.Name == "container_memory_working_set_bytes" && m.Value.GetValue() > 0 {
+					found = true
+				}
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no working-set metric for %s in %v", id, pm)
+	}
+
 	e.mustCrictl("stop", "--timeout", "2", id)
 	st := e.status(id)
 	if st.State != runtime.ContainerState_CONTAINER_EXITED || st.ExitCode != 143 || st.Reason != "Error" {
