@@ -8,6 +8,8 @@ GO         ?= go
 GOFLAGS    ?= -buildvcs=false
 export GOFLAGS
 # The whole suite; integration tests under test/integration need root.
+# Packages run one at a time (-p 1): the root suites share the CPU-bound
+# kernel datapath (shaping, BPF) and containerd, and two cores.
 TEST_TIMEOUT ?= 40m
 
 .PHONY: help build test unit integration vet generate perf e2e up down clean install critest
@@ -36,7 +38,7 @@ test: ## unit + root integration tests (installs its own dependencies)
 	bash hack/install-deps.sh
 	bash hack/install-cri-tools.sh
 	$(MAKE) --no-print-directory vet
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
 
 unit: ## unit tests only (no root needed)
 	BERTH_SKIP_INTEGRATION=1 $(GO) test -count=1 ./...

@@ -22,12 +22,9 @@ func containerKey(sandboxID string, md *runtime.ContainerMetadata) string {
 
 // CreateContainer creates an application container in a sandbox.
 func (s *Service) CreateContainer(ctx context.Context, r *runtime.CreateContainerRequest) (*runtime.CreateContainerResponse, error) {
-	if r.GetPodSandboxId() == "" {
-		return nil, invalid("pod_sandbox_id is required")
-	}
-	sb, ok := s.sandboxes.get(r.GetPodSandboxId())
-	if !ok {
-		return nil, notFound("pod sandbox", r.GetPodSandboxId())
+	sb, err := s.lookupSandbox(r.GetPodSandboxId())
+	if err != nil {
+		return nil, err
 	}
 	sbCfg := r.GetSandboxConfig()
 	if sbCfg == nil {
@@ -168,12 +165,9 @@ func (s *Service) targetPid(id string) (uint32, error) {
 
 // StartContainer starts a created container.
 func (s *Service) StartContainer(ctx context.Context, r *runtime.StartContainerRequest) (*runtime.StartContainerResponse, error) {
-	if r.GetContainerId() == "" {
-		return nil, invalid("container_id is required")
-	}
-	c, ok := s.containers.get(r.GetContainerId())
-	if !ok {
-		return nil, notFound("container", r.GetContainerId())
+	c, err := s.lookupContainer(r.GetContainerId())
+	if err != nil {
+		return nil, err
 	}
 	ctx = s.nsCtx(ctx)
 	c.mu.Lock()
@@ -188,7 +182,7 @@ func (s *Service) StartContainer(ctx context.Context, r *runtime.StartContainerR
 	}
 	c.Starting = true
 	c.mu.Unlock()
-	err := s.startContainer(ctx, c)
+	err = s.startContainer(ctx, c)
 	c.mu.Lock()
 	c.Starting = false
 	c.mu.Unlock()

@@ -9,16 +9,15 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/berthdev/berth/cri/spec"
 )
 
 // ContainerStatus reports a container's cached state.
 func (s *Service) ContainerStatus(ctx context.Context, r *runtime.ContainerStatusRequest) (*runtime.ContainerStatusResponse, error) {
-	if r.GetContainerId() == "" {
-		return nil, invalid("container_id is required")
-	}
-	c, ok := s.containers.get(r.GetContainerId())
-	if !ok {
-		return nil, notFound("container", r.GetContainerId())
+	c, err := s.lookupContainer(r.GetContainerId())
+	if err != nil {
+		return nil, err
 	}
 	resp := &runtime.ContainerStatusResponse{Status: containerStatus(c)}
 	if r.GetVerbose() {
@@ -98,29 +97,28 @@ func (s *Service) StreamContainers(r *runtime.StreamContainersRequest, srv grpc.
 // UpdateContainerResources applies new limits to the running task and
 // records them in the stored spec, so they survive a restart of the task.
 func (s *Service) UpdateContainerResources(ctx context.Context, r *runtime.UpdateContainerResourcesRequest) (*runtime.UpdateContainerResourcesResponse, error) {
-	if r.GetContainerId() == "" {
-		return nil, invalid("container_id is required")
-	}
-	c, ok := s.containers.get(r.GetContainerId())
-	if !ok {
-		return nil, notFound("container", r.GetContainerId())
+	c, err := s.lookupContainer(r.GetContainerId())
+	if err != nil {
+		return nil, err
 	}
 	ctx = s.nsCtx(ctx)
 	lr := r.GetLinux()
 	if lr == nil {
 		return &runtime.UpdateContainerResourcesResponse{}, nil
 	}
-	res := linuxResources(lr)
-	err := c.cntr.Update(ctx, func(ctx context.Context, _ *containerd.Client, info *containers.Container) error {
+	// The stored spec gets the new limits through the same code that built
+	// it; the running task gets that spec's resources block.
+	var res *specs.LinuxResources
+	err = c.cntr.Update(ctx, func(ctx context.Context, client *containerd.Client, info *containers.Container) error {
 		sp, err := c.cntr.Spec(ctx)
 		if err != nil {
 			return err
 		}
-		if sp.Linux == nil {
-			sp.Linux = &specs.Linux{}
+		if err := spec.WithResources(lr)(ctx, client, info, sp); err != nil {
+			return err
 		}
-		sp.Linux.Resources = mergeResources(sp.Linux.Resources, res)
-		return containerd.WithSpec(sp)(ctx, nil, info)
+		res = sp.Linux.Resources
+		return containerd.WithSpec(sp)(ctx, client, info)
 	})
 	if err != nil {
 		return nil, errorf(err, "update spec of container %s", c.ID)
@@ -143,63 +141,11 @@ func (s *Service) UpdateContainerResources(ctx context.Context, r *runtime.Updat
 	return &runtime.UpdateContainerResourcesResponse{}, nil
 }
 
-// linuxResources converts CRI resources to an OCI resources block.
-func linuxResources(r *runtime.LinuxContainerResources) *specs.LinuxResources {
-	out := &specs.LinuxResources{CPU: &specs.LinuxCPU{}, Memory: &specs.LinuxMemory{}}
-	if v := r.GetCpuPeriod(); v != 0 {
-		p := uint64(v)
-		out.CPU.Period = &p
-	}
-	if v := r.GetCpuQuota(); v != 0 {
-		out.CPU.Quota = &v
-	}
-	if v := r.GetCpuShares(); v != 0 {
-		sh := uint64(v)
-		out.CPU.Shares = &sh
-	}
-	out.CPU.Cpus, out.CPU.Mems = r.GetCpusetCpus(), r.GetCpusetMems()
-	if v := r.GetMemoryLimitInBytes(); v != 0 {
-		out.Memory.Limit = &v
-	}
-	if v := r.GetMemorySwapLimitInBytes(); v != 0 {
-		out.Memory.Swap = &v
-	}
-	for _, h := range r.GetHugepageLimits() {
-		out.HugepageLimits = append(out.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: h.GetPageSize(), Limit: h.GetLimit()})
-	}
-	if len(r.GetUnified()) > 0 {
-		out.Unified = r.GetUnified()
-	}
-	return out
-}
-
-func mergeResources(old, n *specs.LinuxResources) *specs.LinuxResources {
-	if old == nil {
-		return n
-	}
-	if n.CPU != nil {
-		old.CPU = n.CPU
-	}
-	if n.Memory != nil {
-		old.Memory = n.Memory
-	}
-	if n.HugepageLimits != nil {
-		old.HugepageLimits = n.HugepageLimits
-	}
-	if n.Unified != nil {
-		old.Unified = n.Unified
-	}
-	return old
-}
-
 // ReopenContainerLog reopens the log file after kubelet rotated it.
 func (s *Service) ReopenContainerLog(ctx context.Context, r *runtime.ReopenContainerLogRequest) (*runtime.ReopenContainerLogResponse, error) {
-	if r.GetContainerId() == "" {
-		return nil, invalid("container_id is required")
-	}
-	c, ok := s.containers.get(r.GetContainerId())
-	if !ok {
-		return nil, notFound("container", r.GetContainerId())
+	c, err := s.lookupContainer(r.GetContainerId())
+	if err != nil {
+		return nil, err
 	}
 	if c.status().State != runtime.ContainerState_CONTAINER_RUNNING {
 		return nil, errorf(errNotRunning(c.ID), "reopen log")

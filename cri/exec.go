@@ -253,12 +253,9 @@ func (s *Service) Attach(ctx context.Context, r *runtime.AttachRequest) (*runtim
 }
 
 func (s *Service) PortForward(ctx context.Context, r *runtime.PortForwardRequest) (*runtime.PortForwardResponse, error) {
-	if r.GetPodSandboxId() == "" {
-		return nil, invalid("pod_sandbox_id is required")
-	}
-	sb, ok := s.sandboxes.get(r.GetPodSandboxId())
-	if !ok {
-		return nil, notFound("pod sandbox", r.GetPodSandboxId())
+	sb, err := s.lookupSandbox(r.GetPodSandboxId())
+	if err != nil {
+		return nil, err
 	}
 	if sb.snapshot().State != runtime.PodSandboxState_SANDBOX_READY {
 		return nil, status.Errorf(codes.FailedPrecondition, "pod sandbox %s is not ready", sb.ID)

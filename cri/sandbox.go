@@ -163,12 +163,9 @@ func (s *Service) removeSandbox(ctx context.Context, sb *sandbox) error {
 
 // PodSandboxStatus reports the cached state of a sandbox.
 func (s *Service) PodSandboxStatus(ctx context.Context, r *runtime.PodSandboxStatusRequest) (*runtime.PodSandboxStatusResponse, error) {
-	if r.GetPodSandboxId() == "" {
-		return nil, invalid("pod_sandbox_id is required")
-	}
-	sb, ok := s.sandboxes.get(r.GetPodSandboxId())
-	if !ok {
-		return nil, notFound("pod sandbox", r.GetPodSandboxId())
+	sb, err := s.lookupSandbox(r.GetPodSandboxId())
+	if err != nil {
+		return nil, err
 	}
 	st := sandboxStatus(sb)
 	resp := &runtime.PodSandboxStatusResponse{Status: st, Timestamp: time.Now().UnixNano()}

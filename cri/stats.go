@@ -16,12 +16,9 @@ import (
 
 // ContainerStats reports CPU, memory and writable-layer usage.
 func (s *Service) ContainerStats(ctx context.Context, r *runtime.ContainerStatsRequest) (*runtime.ContainerStatsResponse, error) {
-	if r.GetContainerId() == "" {
-		return nil, invalid("container_id is required")
-	}
-	c, ok := s.containers.get(r.GetContainerId())
-	if !ok {
-		return nil, notFound("container", r.GetContainerId())
+	c, err := s.lookupContainer(r.GetContainerId())
+	if err != nil {
+		return nil, err
 	}
 	return &runtime.ContainerStatsResponse{Stats: s.containerStats(s.nsCtx(ctx), c)}, nil
 }
@@ -149,12 +146,9 @@ func (s *Service) StreamContainerStats(r *runtime.StreamContainerStatsRequest, s
 
 // PodSandboxStats sums the pod's containers and reads the pod's interfaces.
 func (s *Service) PodSandboxStats(ctx context.Context, r *runtime.PodSandboxStatsRequest) (*runtime.PodSandboxStatsResponse, error) {
-	if r.GetPodSandboxId() == "" {
-		return nil, invalid("pod_sandbox_id is required")
-	}
-	sb, ok := s.sandboxes.get(r.GetPodSandboxId())
-	if !ok {
-		return nil, notFound("pod sandbox", r.GetPodSandboxId())
+	sb, err := s.lookupSandbox(r.GetPodSandboxId())
+	if err != nil {
+		return nil, err
 	}
 	return &runtime.PodSandboxStatsResponse{Stats: s.sandboxStats(s.nsCtx(ctx), sb)}, nil
 }

@@ -96,3 +96,28 @@ func ignoreNotFound(err error) error {
 	}
 	return err
 }
+
+// lookupContainer resolves a request's container_id: InvalidArgument when
+// it is empty, NotFound when no container has it.
+func (s *Service) lookupContainer(id string) (*container, error) {
+	if id == "" {
+		return nil, invalid("container_id is required")
+	}
+	c, ok := s.containers.get(id)
+	if !ok {
+		return nil, notFound("container", id)
+	}
+	return c, nil
+}
+
+// lookupSandbox is lookupContainer for pod_sandbox_id.
+func (s *Service) lookupSandbox(id string) (*sandbox, error) {
+	if id == "" {
+		return nil, invalid("pod_sandbox_id is required")
+	}
+	sb, ok := s.sandboxes.get(id)
+	if !ok {
+		return nil, notFound("pod sandbox", id)
+	}
+	return sb, nil
+}

@@ -72,6 +72,19 @@ func ping(from, to string) bool {
 	return exec.Command("nsenter", "--net=/run/netns/"+from, "--", "ping", "-c", "1", "-W", "1", to).Run() == nil
 }
 
+// pingOK is ping for a path that must work: up to three tries, because a
+// neighbour entry that went stale while the path was dropping needs one
+// round of resolution first, and a loaded machine may miss one 1 s window.
+// (An expected drop keeps the single try of ping.)
+func pingOK(from, to string) bool {
+	for i := 0; i < 3; i++ {
+		if ping(from, to) {
+			return true
+		}
+	}
+	return false
+}
+
 // inNS runs f in netns name with the link eth0.
 func inNS(t *testing.T, name string, f func(l netlink.Link) error) {
 	t.Helper()
@@ -154,7 +167,7 @@ func TestIsolationPolicy(t *testing.T) {
 				return nil
 			})
 			must(t, m.SetEndpoint(ipB, 2))
-			if !ping(a, "198.18.90.2") {
+			if !pingOK(a, "198.18.90.2") {
 				t.Error("detached isolation still drops")
 			}
 		})

