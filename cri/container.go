@@ -10,6 +10,8 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/moby/sys/signal"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -95,7 +97,13 @@ func (s *Service) createContainer(ctx context.Context, sb *sandbox, cfg *runtime
 	if err != nil {
 		return "", err
 	}
-	specOpts = append(specOpts, withOOMScoreFloor(s.oomFloor))
+	// The last option sees the finished spec: keeping it spares a Get RPC
+	// to read back what was just written.
+	var finalSpec *oci.Spec
+	specOpts = append(specOpts, withOOMScoreFloor(s.oomFloor), func(_ context.Context, _ oci.Client, _ *containers.Container, sp *oci.Spec) error {
+		finalSpec = sp
+		return nil
+	})
 	uids, gids, _ := spec.UsernsMappings("sandbox userns_options", snap.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions())
 	stateDir := s.containerStateDir(id)
 	cio, err := newContainerIO(filepath.Join(stateDir, "io"), id, cfg.GetTty(), cfg.GetStdin(), cfg.GetStdinOnce(), logPath, s.cfg.MaxContainerLogLineSize)
@@ -128,14 +136,9 @@ func (s *Service) createContainer(ctx context.Context, sb *sandbox, cfg *runtime
 	if err != nil {
 		return "", errorf(err, "create container")
 	}
-	sp, err := cntr.Spec(ctx)
-	if err != nil {
-		_ = cntr.Delete(ctx, containerd.WithSnapshotCleanup)
-		return "", errorf(err, "read container spec")
-	}
 	c := &container{ID: id, SandboxID: sb.ID, Config: cfg, CreatedAt: now,
 		State: runtime.ContainerState_CONTAINER_CREATED, ImageRef: cfg.GetImage().GetImage(),
-		ImageID: img.ID, LogPath: logPath, User: spec.UserFromSpec(sp), io: cio,
+		ImageID: img.ID, LogPath: logPath, User: spec.UserFromSpec(finalSpec), io: cio,
 		exited: make(chan struct{}), cntr: cntr}
 	s.containers.add(id, c)
 	s.events.container(c, runtime.ContainerEventType_CONTAINER_CREATED_EVENT)
@@ -219,9 +222,20 @@ func (s *Service) startContainer(ctx context.Context, c *container) error {
 	c.Pid = task.Pid()
 	c.State = runtime.ContainerState_CONTAINER_RUNNING
 	c.mu.Unlock()
-	if _, err := c.cntr.SetLabels(ctx, map[string]string{labelState: stateRunning, labelStarted: itoa64(now)}); err != nil {
-		s.log.Warn("record container start", "container", c.ID, "err", err)
-	}
+	// Recording the start is one metadata write (a bolt commit with
+	// fsync) that StartContainer need not wait for: recovery treats a
+	// "created" record whose task runs as running, and the exit record,
+	// written under the same lock, carries started-at too.
+	go func() {
+		c.labelMu.Lock()
+		defer c.labelMu.Unlock()
+		if c.status().State != runtime.ContainerState_CONTAINER_RUNNING {
+			return
+		}
+		if _, err := c.cntr.SetLabels(s.waitCtx(), map[string]string{labelState: stateRunning, labelStarted: itoa64(now)}); err != nil {
+			s.log.Warn("record container start", "container", c.ID, "err", err)
+		}
+	}()
 	s.monitorContainer(c, task, exitCh)
 	s.events.container(c, runtime.ContainerEventType_CONTAINER_STARTED_EVENT)
 	return nil
@@ -294,11 +308,13 @@ func (s *Service) handleExit(c *container, task containerd.Task, code uint32, at
 		c.Reason = "Error"
 	}
 	labels := map[string]string{labelState: stateExited, labelFinished: itoa64(c.FinishedAt),
-		labelExitCode: fmt.Sprint(code), labelReason: c.Reason}
+		labelExitCode: fmt.Sprint(code), labelReason: c.Reason, labelStarted: itoa64(c.StartedAt)}
 	c.mu.Unlock()
+	c.labelMu.Lock()
 	if _, err := c.cntr.SetLabels(ctx, labels); err != nil {
 		s.log.Warn("record container exit", "container", c.ID, "err", err)
 	}
+	c.labelMu.Unlock()
 	if task != nil {
 		if _, err := task.Delete(ctx); err != nil && !isNotFound(err) {
 			s.log.Warn("delete container task", "container", c.ID, "err", err)

@@ -124,6 +124,8 @@ type container struct {
 	Starting bool
 	// oom is set by the OOM event; the exit then reports OOMKilled.
 	oom bool
+	// labelMu orders the start and exit label writes to containerd.
+	labelMu sync.Mutex
 
 	io     *containerIO
 	exited chan struct{}

@@ -128,7 +128,15 @@ func (s *Service) recoverContainer(ctx context.Context, c containerd.Container) 
 		ctr.User = spec.UserFromSpec(sp)
 	}
 	ioDir := filepath.Join(s.containerStateDir(ctr.ID), "io")
-	switch labels[labelState] {
+	state := labels[labelState]
+	if state == stateCreated {
+		// The start record is written after StartContainer returns; a
+		// task that exists means the start happened.
+		if _, err := c.Task(ctx, nil); err == nil {
+			state = stateRunning
+		}
+	}
+	switch state {
 	case stateCreated:
 		ctr.State = runtime.ContainerState_CONTAINER_CREATED
 		// The FIFOs of a never-started container are recreated.
