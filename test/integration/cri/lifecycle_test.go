@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/websocket"
+
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -298,5 +300,54 @@ func TestUserNamespacePod(t *testing.T) {
 	}
 	if a := e.ipamEntries(); len(a) != 0 {
 		t.Fatalf("addresses left: %v", a)
+	}
+}
+
+// Exec over websocket with the v4 channel protocol, which the streaming
+// server speaks besides SPDY: channel 1 carries stdout, channel 3 the
+// final status.
+func TestExecWebsocket(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.pull(busybox)
+	pod := podConfig("bti-ws")
+	podID := e.runPod(pod)
+	id := e.createContainer(podID, pod, "c", busybox, "sleep", "3600")
+	e.startContainer(id)
+	resp, err := e.rt.Exec(e.ctx(), &runtime.ExecRequest{ContainerId: id, Cmd: []string{"sh", "-c", "echo ws-ok; exit 3"}, Stdout: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := websocket.NewConfig(strings.Replace(resp.Url, "http://", "ws://", 1), "http://127.0.0.1/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Protocol = []string{"v4.channel.k8s.io"}
+	ws, err := websocket.DialConfig(cfg)
+	if err != nil {
+		t.Fatalf("websocket dial %s: %v", resp.Url, err)
+	}
+	defer ws.Close()
+	ws.SetDeadline(time.Now().Add(30 * time.Second))
+	var stdout, status strings.Builder
+	for {
+		var msg []byte
+		if err := websocket.Message.Receive(ws, &msg); err != nil {
+			break // the server closes the connection after the status
+		}
+		if len(msg) == 0 {
+			continue
+		}
+		switch msg[0] {
+		case 1:
+			stdout.Write(msg[1:])
+		case 3:
+			status.Write(msg[1:])
+		}
+	}
+	if stdout.String() != "ws-ok\n" {
+		t.Fatalf("stdout over websocket = %q", stdout.String())
+	}
+	if !strings.Contains(status.String(), "NonZeroExitCode") || !strings.Contains(status.String(), `"message":"3"`) {
+		t.Fatalf("status over websocket = %s, want exit code 3", status.String())
 	}
 }
