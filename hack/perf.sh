@@ -6,7 +6,7 @@
 # latency, RSS; cri.*, via hack/perf-cri.sh), with one dependency install
 # and one berth-cni build.
 #
-#   hack/perf.sh            # full reports (~15 + ~12 + ~10 minutes)
+#   hack/perf.sh            # full reports (~15 + ~12 + ~4 minutes)
 #   hack/perf.sh --quick    # smoke runs of all three
 #
 # --quick is the only argument; suite-specific flags go in NETPERF_ARGS,

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,8 +35,18 @@ func BuildBerth(t testing.TB) string {
 			buildErr = err
 			return
 		}
-		dir, err := os.MkdirTemp("", "berth-cri-bin-")
-		if err != nil {
+		// Under _output, one dir per test process; dirs of processes that
+		// are gone are removed first, so repeated runs leave nothing behind.
+		base := filepath.Join(root, "_output", "crienv-bin")
+		if ents, err := os.ReadDir(base); err == nil {
+			for _, e := range ents {
+				if pid, err := strconv.Atoi(e.Name()); err == nil && syscall.Kill(pid, 0) != nil {
+					_ = os.RemoveAll(filepath.Join(base, e.Name()))
+				}
+			}
+		}
+		dir := filepath.Join(base, strconv.Itoa(os.Getpid()))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			buildErr = err
 			return
 		}
@@ -177,7 +188,7 @@ cni_conf_dir = %q
 cni_bin_dirs = %s
 registry_config_dir = %q
 metrics_address = ""
-log_level = "debug"
+log_level = "info"
 %s`, b.Socket(), o.Containerd.Address(), o.Containerd.Tools().Runc, SandboxImage,
 		filepath.Join(dir, "root"), filepath.Join(dir, "state"), o.CNIConfDir, binDirs, o.HostsDir, o.Extra)
 	b.cfgPath = filepath.Join(dir, "berth-cri.toml")
