@@ -190,3 +190,15 @@ func TestConfigLoadAndValidate(t *testing.T) {
 		}
 	}
 }
+
+// procStartTime reads this test process's start: before now, and not long
+// before (the test binary started moments ago).
+func TestProcStartTime(t *testing.T) {
+	st, err := procStartTime(uint32(os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if age := time.Since(st); age < 0 || age > 10*time.Minute {
+		t.Fatalf("start time %s is %s ago", st, age)
+	}
+}

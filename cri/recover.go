@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -187,6 +188,15 @@ func (s *Service) recoverContainer(ctx context.Context, c containerd.Container) 
 			return err
 		}
 		ctr.Pid = task.Pid()
+		if ctr.StartedAt == 0 {
+			// The start record was never written (berth-cri died right
+			// after StartContainer): the process's own start time is the
+			// truth, and the record is written now.
+			if t, err := procStartTime(ctr.Pid); err == nil {
+				ctr.StartedAt = t.UnixNano()
+				_, _ = c.SetLabels(ctx, map[string]string{labelState: stateRunning, labelStarted: itoa64(ctr.StartedAt)})
+			}
+		}
 		ctr.io.setTaskCloser(s.stdinCloser(task))
 		s.monitorContainer(ctr, task, exitCh)
 	case containerd.Stopped:
@@ -242,4 +252,40 @@ func (s *Service) sweepOrphanNetNS() {
 			s.log.Info("removed orphan network namespace", "path", p)
 		}
 	}
+}
+
+// procStartTime is when a process started: field 22 of /proc/<pid>/stat
+// (clock ticks after boot, USER_HZ = 100 on Linux) plus the boot time.
+func procStartTime(pid uint32) (time.Time, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return time.Time{}, err
+	}
+	// The command name may hold spaces; fields start after its ")".
+	i := strings.LastIndexByte(string(stat), ')')
+	if i < 0 {
+		return time.Time{}, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 20 {
+		return time.Time{}, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ticks, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return time.Time{}, err
+	}
+	st, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			boot, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return time.Time{}, err
+			}
+			return time.Unix(boot, 0).Add(time.Duration(ticks) * 10 * time.Millisecond), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("no btime in /proc/stat")
 }
