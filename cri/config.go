@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -158,18 +159,10 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Sprintf("log_level %q must be debug, info, warn or error", c.LogLevel))
 	}
 	if len(errs) > 0 {
-		sortStrings(errs)
+		sort.Strings(errs)
 		return fmt.Errorf("invalid config: %s", strings.Join(errs, "; "))
 	}
 	return nil
-}
-
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }
 
 // CNICache returns the libcni cache dir: berth's own, so results never mix

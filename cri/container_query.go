@@ -65,19 +65,9 @@ func (s *Service) listContainers(f *runtime.ContainerFilter) []*runtime.Containe
 	var out []*runtime.Container
 	for _, c := range s.containers.list() {
 		st := c.status()
-		if f != nil {
-			if f.GetId() != "" && !hasPrefix(st.ID, f.GetId()) {
-				continue
-			}
-			if f.GetPodSandboxId() != "" && !hasPrefix(st.SandboxID, f.GetPodSandboxId()) {
-				continue
-			}
-			if f.GetState() != nil && f.GetState().GetState() != st.State {
-				continue
-			}
-			if !matchLabels(st.Config.GetLabels(), f.GetLabelSelector()) {
-				continue
-			}
+		if !filterMatch(st.ID, f.GetId(), st.SandboxID, f.GetPodSandboxId(), st.Config.GetLabels(), f.GetLabelSelector()) ||
+			(f.GetState() != nil && f.GetState().GetState() != st.State) {
+			continue
 		}
 		out = append(out, &runtime.Container{
 			Id: st.ID, PodSandboxId: st.SandboxID, Metadata: st.Config.GetMetadata(),

@@ -35,9 +35,15 @@ func (h *eventHub) subscribe() (chan *runtime.ContainerEventResponse, func()) {
 	}
 }
 
-func (h *eventHub) publish(ev *runtime.ContainerEventResponse) {
+// publish builds the event only when someone listens: building it takes
+// the object's lock and copies its status.
+func (h *eventHub) publish(build func() *runtime.ContainerEventResponse) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if len(h.subs) == 0 {
+		return
+	}
+	ev := build()
 	for ch := range h.subs {
 		select {
 		case ch <- ev:
@@ -47,28 +53,16 @@ func (h *eventHub) publish(ev *runtime.ContainerEventResponse) {
 }
 
 func (h *eventHub) sandbox(sb *sandbox, t runtime.ContainerEventType) {
-	h.mu.Lock()
-	n := len(h.subs)
-	h.mu.Unlock()
-	if n == 0 {
-		return
-	}
-	h.publish(&runtime.ContainerEventResponse{
-		ContainerId: sb.ID, ContainerEventType: t, CreatedAt: time.Now().UnixNano(),
-		PodSandboxStatus: sandboxStatus(sb),
+	h.publish(func() *runtime.ContainerEventResponse {
+		return &runtime.ContainerEventResponse{ContainerId: sb.ID, ContainerEventType: t,
+			CreatedAt: time.Now().UnixNano(), PodSandboxStatus: sandboxStatus(sb)}
 	})
 }
 
 func (h *eventHub) container(c *container, t runtime.ContainerEventType) {
-	h.mu.Lock()
-	n := len(h.subs)
-	h.mu.Unlock()
-	if n == 0 {
-		return
-	}
-	h.publish(&runtime.ContainerEventResponse{
-		ContainerId: c.ID, ContainerEventType: t, CreatedAt: time.Now().UnixNano(),
-		ContainersStatuses: []*runtime.ContainerStatus{containerStatus(c)},
+	h.publish(func() *runtime.ContainerEventResponse {
+		return &runtime.ContainerEventResponse{ContainerId: c.ID, ContainerEventType: t,
+			CreatedAt: time.Now().UnixNano(), ContainersStatuses: []*runtime.ContainerStatus{containerStatus(c)}}
 	})
 }
 

@@ -38,12 +38,9 @@ func (s *Service) newStreamServer() (streaming.Server, error) {
 // runningContainer returns a container that must be running for exec or
 // attach.
 func (s *Service) runningContainer(id string) (*container, error) {
-	if id == "" {
-		return nil, invalid("container_id is required")
-	}
-	c, ok := s.containers.get(id)
-	if !ok {
-		return nil, notFound("container", id)
+	c, err := s.lookupContainer(id)
+	if err != nil {
+		return nil, err
 	}
 	if c.status().State != runtime.ContainerState_CONTAINER_RUNNING {
 		return nil, status.Errorf(codes.FailedPrecondition, "container %s is not running", c.ID)

@@ -225,16 +225,9 @@ func (s *Service) listSandboxes(f *runtime.PodSandboxFilter) []*runtime.PodSandb
 	var out []*runtime.PodSandbox
 	for _, sb := range s.sandboxes.list() {
 		snap := sb.snapshot()
-		if f != nil {
-			if f.GetId() != "" && !hasPrefix(snap.ID, f.GetId()) {
-				continue
-			}
-			if f.GetState() != nil && f.GetState().GetState() != snap.State {
-				continue
-			}
-			if !matchLabels(snap.Config.GetLabels(), f.GetLabelSelector()) {
-				continue
-			}
+		if !filterMatch(snap.ID, f.GetId(), "", "", snap.Config.GetLabels(), f.GetLabelSelector()) ||
+			(f.GetState() != nil && f.GetState().GetState() != snap.State) {
+			continue
 		}
 		out = append(out, &runtime.PodSandbox{
 			Id: snap.ID, Metadata: snap.Config.GetMetadata(), State: snap.State,
@@ -261,6 +254,12 @@ func (s *Service) UpdatePodSandboxResources(ctx context.Context, r *runtime.Upda
 }
 
 func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
+
+// filterMatch is the part every CRI list filter shares: an ID prefix, the
+// owning sandbox's ID prefix (empty for sandboxes) and a label selector.
+func filterMatch(id, idPrefix, sandboxID, sandboxPrefix string, labels, selector map[string]string) bool {
+	return hasPrefix(id, idPrefix) && hasPrefix(sandboxID, sandboxPrefix) && matchLabels(labels, selector)
+}
 
 func matchLabels(labels, selector map[string]string) bool {
 	for k, v := range selector {

@@ -124,16 +124,8 @@ func (s *Service) listContainerStats(ctx context.Context, f *runtime.ContainerSt
 	var out []*runtime.ContainerStats
 	for _, c := range s.containers.list() {
 		st := c.status()
-		if f != nil {
-			if f.GetId() != "" && !hasPrefix(st.ID, f.GetId()) {
-				continue
-			}
-			if f.GetPodSandboxId() != "" && !hasPrefix(st.SandboxID, f.GetPodSandboxId()) {
-				continue
-			}
-			if !matchLabels(st.Config.GetLabels(), f.GetLabelSelector()) {
-				continue
-			}
+		if !filterMatch(st.ID, f.GetId(), st.SandboxID, f.GetPodSandboxId(), st.Config.GetLabels(), f.GetLabelSelector()) {
+			continue
 		}
 		out = append(out, s.containerStats(ctx, c))
 	}
@@ -220,13 +212,8 @@ func (s *Service) ListPodSandboxStats(ctx context.Context, r *runtime.ListPodSan
 func (s *Service) listSandboxStats(ctx context.Context, f *runtime.PodSandboxStatsFilter) []*runtime.PodSandboxStats {
 	var out []*runtime.PodSandboxStats
 	for _, sb := range s.sandboxes.list() {
-		if f != nil {
-			if f.GetId() != "" && !hasPrefix(sb.ID, f.GetId()) {
-				continue
-			}
-			if !matchLabels(sb.Config.GetLabels(), f.GetLabelSelector()) {
-				continue
-			}
+		if !filterMatch(sb.ID, f.GetId(), "", "", sb.Config.GetLabels(), f.GetLabelSelector()) {
+			continue
 		}
 		out = append(out, s.sandboxStats(ctx, sb))
 	}
