@@ -14,3 +14,11 @@ RUNC_VERSION=v1.4.3
 CRI_TOOLS_VERSION=v1.36.0
 GINKGO_VERSION=v2.28.1
 REGISTRY_VERSION=v3.1.2
+# CSI sidecars for berth-csi (hack/csi-images.sh), built by copying each
+# module's source out of the module cache. node-driver-registrar and
+# livenessprobe are not needed: berth-csi registers itself with kubelet and
+# serves /healthz.
+CSI_PROVISIONER_VERSION=v6.3.0
+CSI_RESIZER_VERSION=v1.14.0
+CSI_SNAPSHOTTER_VERSION=v8.7.0
+CSI_IMAGE_PREFIX=${CSI_IMAGE_PREFIX:-berth.dev}
