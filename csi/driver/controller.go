@@ -32,6 +32,7 @@ func (d *Driver) ControllerGetCapabilities(ctx context.Context, req *csi.Control
 		csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
 		csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
 		csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
+		csi.ControllerServiceCapability_RPC_GET_SNAPSHOT,
 		csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
 		csi.ControllerServiceCapability_RPC_GET_CAPACITY,
 		csi.ControllerServiceCapability_RPC_CLONE_VOLUME,
@@ -366,6 +367,18 @@ func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequ
 	}
 	d.log.Info("snapshot deleted", "snapshot", id.String())
 	return &csi.DeleteSnapshotResponse{}, nil
+}
+
+func (d *Driver) GetSnapshot(ctx context.Context, req *csi.GetSnapshotRequest) (*csi.GetSnapshotResponse, error) {
+	id, err := parseSnapshotID("snapshot_id", req.GetSnapshotId())
+	if err != nil {
+		return nil, err
+	}
+	sn, err := d.store.Snapshot(id)
+	if err != nil {
+		return nil, status.Errorf(codes.NotFound, "snapshot_id %q: no such snapshot on node %s", id, d.cfg.NodeID)
+	}
+	return &csi.GetSnapshotResponse{Snapshot: csiSnapshot(sn)}, nil
 }
 
 func (d *Driver) ListSnapshots(ctx context.Context, req *csi.ListSnapshotsRequest) (*csi.ListSnapshotsResponse, error) {

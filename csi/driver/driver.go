@@ -230,6 +230,15 @@ func parseSnapshotID(field, s string) (store.ID, error) {
 	return id, nil
 }
 
+// requirePath checks only that a path was given: a path that names no
+// volume of ours is answered by the lookup, with NotFound.
+func requirePath(field, p string) error {
+	if p == "" {
+		return status.Errorf(codes.InvalidArgument, "%s is required", field)
+	}
+	return nil
+}
+
 // checkPath validates a staging or target path from a request.
 func checkPath(field, p string) error {
 	switch {

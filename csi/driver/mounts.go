@@ -26,6 +26,9 @@ type stageRecord struct {
 	// Targets are the bind mounts of the volume, and whether each is
 	// read-only; a remount after a lost connection redoes them.
 	Targets map[string]bool `json:"targets,omitempty"`
+	// Exclusive is the target of a SINGLE_NODE_SINGLE_WRITER publish,
+	// which allows no second target.
+	Exclusive string `json:"exclusive,omitempty"`
 }
 
 type stagedVolume struct {

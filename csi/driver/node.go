@@ -47,15 +47,15 @@ func (d *Driver) NodeGetInfo(ctx context.Context, req *csi.NodeGetInfoRequest) (
 }
 
 func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
-	id, err := parseVolumeID("volume_id", req.GetVolumeId())
-	if err != nil {
-		return nil, err
-	}
 	path := req.GetStagingTargetPath()
 	if err := checkPath("staging_target_path", path); err != nil {
 		return nil, err
 	}
 	if err := checkCapability("volume_capability", req.GetVolumeCapability()); err != nil {
+		return nil, err
+	}
+	id, err := parseVolumeID("volume_id", req.GetVolumeId())
+	if err != nil {
 		return nil, err
 	}
 	defer d.lock(id.String())()
@@ -83,12 +83,12 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 }
 
 func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
-	id, err := parseVolumeID("volume_id", req.GetVolumeId())
-	if err != nil {
-		return nil, err
-	}
 	path := req.GetStagingTargetPath()
 	if err := checkPath("staging_target_path", path); err != nil {
+		return nil, err
+	}
+	id, err := parseVolumeID("volume_id", req.GetVolumeId())
+	if err != nil {
 		return nil, err
 	}
 	defer d.lock(id.String())()
@@ -155,6 +155,12 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		}
 		return &csi.NodePublishVolumeResponse{}, nil
 	}
+	single := req.GetVolumeCapability().GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER
+	for t := range sv.rec.Targets {
+		if t != target && (single || sv.rec.Exclusive != "") {
+			return nil, status.Errorf(codes.FailedPrecondition, "volume %s is published at %s with single-writer access; target_path %s cannot be added", sv.rec.VolumeID, t, target)
+		}
+	}
 	if err := os.MkdirAll(target, 0o750); err != nil {
 		return nil, errStatus(err, codes.Internal, "target_path %s", target)
 	}
@@ -162,6 +168,9 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		return nil, errStatus(err, codes.Internal, "bind %s to %s", sv.rec.StagingPath, target)
 	}
 	sv.rec.Targets[target] = readOnly
+	if single {
+		sv.rec.Exclusive = target
+	}
 	sv.persist(d)
 	d.log.Info("volume published", "volume", sv.rec.VolumeID, "target", target, "readonly", readOnly)
 	return &csi.NodePublishVolumeResponse{}, nil
@@ -233,6 +242,9 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 		return &csi.NodeUnpublishVolumeResponse{}, nil
 	}
 	delete(sv.rec.Targets, target)
+	if sv.rec.Exclusive == target {
+		sv.rec.Exclusive = ""
+	}
 	sv.persist(d)
 	d.log.Info("volume unpublished", "volume", sv.rec.VolumeID, "target", target)
 	if sv.rec.Ephemeral && len(sv.rec.Targets) == 0 {
@@ -251,12 +263,12 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 // NodeGetVolumeStats answers from the quota's accounting, and reports the
 // volume abnormal when its FUSE server is gone.
 func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
-	id, err := parseVolumeID("volume_id", req.GetVolumeId())
-	if err != nil {
+	path := req.GetVolumePath()
+	if err := requirePath("volume_path", path); err != nil {
 		return nil, err
 	}
-	path := req.GetVolumePath()
-	if err := checkPath("volume_path", path); err != nil {
+	id, err := parseVolumeID("volume_id", req.GetVolumeId())
+	if err != nil {
 		return nil, err
 	}
 	sv := d.stagedVolume(id.String())
@@ -310,11 +322,11 @@ func setVolumeCondition(resp *csi.NodeGetVolumeStatsResponse, abnormal bool, msg
 }
 
 func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolumeRequest) (*csi.NodeExpandVolumeResponse, error) {
-	id, err := parseVolumeID("volume_id", req.GetVolumeId())
-	if err != nil {
+	if err := requirePath("volume_path", req.GetVolumePath()); err != nil {
 		return nil, err
 	}
-	if err := checkPath("volume_path", req.GetVolumePath()); err != nil {
+	id, err := parseVolumeID("volume_id", req.GetVolumeId())
+	if err != nil {
 		return nil, err
 	}
 	if req.GetVolumeCapability() != nil {

@@ -22,9 +22,10 @@ const fhModeMask = 3
 
 // openFlags strips what the server must not pass on: the kernel already
 // did create/truncate, and O_APPEND would make pwrite ignore the offset the
-// kernel computed.
+// kernel computed. Reopening an inode goes through its /proc/self/fd
+// link, which O_NOFOLLOW would refuse; symlinks never get that far.
 func openFlags(flags uint32) int {
-	return int(flags)&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC|unix.O_APPEND|unix.O_NOCTTY) | unix.O_CLOEXEC | unix.O_NOFOLLOW
+	return int(flags)&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC|unix.O_APPEND|unix.O_NOCTTY) | unix.O_CLOEXEC
 }
 
 func (f *FS) addHandle(h *handle, mode int) uint64 {
@@ -141,11 +142,11 @@ func (f *FS) Create(cancel <-chan struct{}, input *fuse.CreateIn, name string, o
 	if errno := f.quota.takeInode(); errno != 0 {
 		return fuse.Status(errno)
 	}
-	fd, err := unix.Openat(parent.fd, name, openFlags(input.Flags)|unix.O_CREAT|unix.O_EXCL, input.Mode)
+	fd, err := unix.Openat(parent.fd, name, openFlags(input.Flags)|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, input.Mode)
 	if err == unix.EEXIST && input.Flags&unix.O_EXCL == 0 {
 		// Someone created it first; this is a plain open.
 		f.quota.releaseInode()
-		fd, err = unix.Openat(parent.fd, name, openFlags(input.Flags), 0)
+		fd, err = unix.Openat(parent.fd, name, openFlags(input.Flags)|unix.O_NOFOLLOW, 0)
 		if err != nil {
 			return fuse.ToStatus(err)
 		}

@@ -50,7 +50,7 @@ func BuildBerth(t testing.TB) string {
 			buildErr = err
 			return
 		}
-		for name, pkg := range map[string]string{"berth-cri": "./cmd/berth-cri", "berth": "./cmd/berth-cni"} {
+		for name, pkg := range map[string]string{"berth-cri": "./cmd/berth-cri", "berth": "./cmd/berth-cni", "berth-csi": "./cmd/berth-csi"} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
 			cmd.Dir = root
 			if out, err := cmd.CombinedOutput(); err != nil {
