@@ -463,5 +463,3 @@ func (d *Driver) expand(v *store.Volume, capacity int64) (int64, error) {
 	d.log.Info("volume expanded", "volume", v.ID, "capacity", v.Capacity)
 	return v.Capacity, nil
 }
-
-

@@ -56,4 +56,3 @@ func (m *volumeMetrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.recoveries, prometheus.CounterValue, float64(st.Recoveries), id)
 	}
 }
-

@@ -34,10 +34,10 @@ type inode struct {
 
 	// mu serialises writes that may allocate (and truncate, fallocate)
 	// against each other; writes inside the file's size take it shared.
-	mu      sync.RWMutex
-	size    int64
-	charged int64 // what this inode counts against the quota
-	unlinked bool // its last name is gone; the charge goes at last close
+	mu       sync.RWMutex
+	size     int64
+	charged  int64 // what this inode counts against the quota
+	unlinked bool  // its last name is gone; the charge goes at last close
 }
 
 func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
