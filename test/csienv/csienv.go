@@ -171,7 +171,9 @@ func (p *Plugin) cleanup() {
 		p.holder.Process.Kill()
 		p.holder.Wait()
 	}
-	// Every mount under the test directory goes, deepest first.
+	// A FUSE server that is gone would leave every access hanging; abort
+	// the connections first, then unmount deepest first.
+	AbortFUSE(p.Dir)
 	for _, m := range MountsUnder(p.Dir) {
 		syscall.Unmount(m, syscall.MNT_DETACH)
 	}
@@ -183,6 +185,32 @@ func (p *Plugin) cleanup() {
 		p.t.Logf("berth-csi log (tail):\n%s", b)
 	}
 	os.RemoveAll(p.Dir)
+}
+
+// AbortFUSE aborts the FUSE connection of every mount at or below dir,
+// through fusectl (mounted here if it is not).
+func AbortFUSE(dir string) {
+	if _, err := os.Stat("/sys/fs/fuse/connections"); err == nil {
+		syscall.Mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, "")
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 9 || !(fields[4] == dir || strings.HasPrefix(fields[4], dir+"/")) {
+			continue
+		}
+		if !strings.Contains(sc.Text(), " - fuse") {
+			continue
+		}
+		if _, minor, ok := strings.Cut(fields[2], ":"); ok {
+			os.WriteFile("/sys/fs/fuse/connections/"+minor+"/abort", []byte("1"), 0)
+		}
+	}
 }
 
 // MountsUnder lists mount points at or below dir, deepest first.
