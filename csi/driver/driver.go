@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/prometheus/client_golang/prometheus"
@@ -71,6 +72,7 @@ type Driver struct {
 	staged  map[string]*stagedVolume // by volume ID
 	locks   map[string]*sync.Mutex   // per volume or snapshot name/ID
 	locksMu sync.Mutex
+	stop    chan struct{}
 }
 
 // New opens the store and, in node mode, takes back the volumes an earlier
@@ -96,23 +98,43 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Driver, erro
 			return nil, err
 		}
 		if cfg.FdStore != "" {
-			c, err := fdstore.Dial(cfg.FdStore)
-			if err != nil {
-				// Without a holder volumes still work; a restart then
-				// remounts them instead of keeping them alive.
-				log.Warn("fd store unavailable: volumes will not survive a plugin restart", "err", err)
-			} else {
-				d.fds = c
+			// The client redials on every call, so a store that starts
+			// after the plugin is picked up by the re-park loop.
+			d.fds = fdstore.NewClient(cfg.FdStore)
+			if _, err := d.fds.Keys(); err != nil {
+				log.Warn("fd store unavailable: volumes will not survive a plugin restart until it is back", "err", err)
 			}
 		}
 		d.recover()
+		d.stop = make(chan struct{})
+		go d.reparkLoop()
 	}
 	return d, nil
+}
+
+// reparkInterval is how often the node plugin checks that the fd store
+// holds every live connection.
+const reparkInterval = 5 * time.Second
+
+func (d *Driver) reparkLoop() {
+	t := time.NewTicker(reparkInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-t.C:
+			d.repark()
+		}
+	}
 }
 
 // Close stops nothing that serves pods: mounts stay, so that the next
 // process can take them over. It only drops this process's connections.
 func (d *Driver) Close() {
+	if d.stop != nil {
+		close(d.stop)
+	}
 	if d.fds != nil {
 		d.fds.Close()
 	}

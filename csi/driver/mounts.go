@@ -344,3 +344,33 @@ func (d *Driver) stagedCount() int {
 	defer d.mu.Unlock()
 	return len(d.staged)
 }
+
+// repark hands the fd store every descriptor it lacks. A restarted store
+// (its DaemonSet updated, its pod evicted) starts empty; until the plugin
+// re-parks, the connections live only as long as this process.
+func (d *Driver) repark() {
+	if d.fds == nil {
+		return
+	}
+	keys, err := d.fds.Keys()
+	if err != nil {
+		d.log.Debug("fd store unreachable", "err", err)
+		return
+	}
+	have := map[string]bool{}
+	for _, k := range keys {
+		have[k] = true
+	}
+	d.mu.Lock()
+	var missing []*stagedVolume
+	for id, sv := range d.staged {
+		if !have[id] {
+			missing = append(missing, sv)
+		}
+	}
+	d.mu.Unlock()
+	for _, sv := range missing {
+		d.park(sv)
+		d.log.Info("re-parked FUSE descriptor in the fd store", "volume", sv.rec.VolumeID)
+	}
+}

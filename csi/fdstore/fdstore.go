@@ -122,6 +122,16 @@ func (s *Server) conn(c *net.UnixConn) {
 				return
 			}
 			continue
+		case "keys":
+			s.mu.Lock()
+			keys := make([]string, 0, len(s.fds))
+			for k := range s.fds {
+				keys = append(keys, k)
+			}
+			s.mu.Unlock()
+			sort.Strings(keys)
+			b, _ := json.Marshal(keys)
+			reply = message{Op: "ok", Meta: b}
 		default:
 			reply = message{Op: "error", Error: fmt.Sprintf("unknown op %q", m.Op)}
 		}
@@ -220,6 +230,9 @@ type Client struct {
 	c    *net.UnixConn
 }
 
+// NewClient returns a client that connects on first use.
+func NewClient(path string) *Client { return &Client{path: path} }
+
 // Dial connects to the store at path.
 func Dial(path string) (*Client, error) {
 	cl := &Client{path: path}
@@ -298,6 +311,16 @@ func (cl *Client) Put(key string, meta any, fd int) error {
 // Delete makes the store close its copy under key.
 func (cl *Client) Delete(key string) error {
 	return cl.call(message{Op: "del", Key: key}, -1, func(message, int) bool { return false })
+}
+
+// Keys lists the keys held, without their descriptors.
+func (cl *Client) Keys() ([]string, error) {
+	var keys []string
+	err := cl.call(message{Op: "keys"}, -1, func(r message, _ int) bool {
+		json.Unmarshal(r.Meta, &keys)
+		return false
+	})
+	return keys, err
 }
 
 // List returns a duplicate of every descriptor whose key has prefix. The

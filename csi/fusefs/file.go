@@ -112,6 +112,10 @@ func (f *FS) opened(in *inode, fd int, flags uint32, out *fuse.OpenOut) fuse.Sta
 			id, errno := srv.RegisterBackingFd(&fuse.BackingMap{Fd: int32(fd)})
 			if errno == 0 {
 				in.backingID = id
+			} else {
+				f.ptWarn.Do(func() {
+					f.log.Warn("FUSE passthrough unavailable; reads go through the server", "err", errno)
+				})
 			}
 		}
 		if want && in.backingID > 0 {

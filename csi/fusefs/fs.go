@@ -50,6 +50,7 @@ type FS struct {
 	handles map[uint64]*handle
 	nextFh  uint64
 
+	ptWarn    sync.Once
 	recoverMu sync.Mutex
 	index     map[uint64]string
 

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,7 +60,16 @@ type Plugin struct {
 	plugin, holder *exec.Cmd
 }
 
-var port = 19830
+// freePort finds a loopback port no one listens on, so that test
+// processes running side by side never scrape each other's plugins.
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
 
 // Start builds berth-csi and starts the fd store and the plugin in mode
 // all. Extra flags go to the plugin.
@@ -71,12 +81,11 @@ func Start(t testing.TB, extra ...string) *Plugin {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port++
 	p := &Plugin{t: t, Dir: dir, Bin: bin,
 		Endpoint: "unix://" + filepath.Join(dir, "csi.sock"),
 		Root:     filepath.Join(dir, "root"), State: filepath.Join(dir, "state"),
 		FdSock:  filepath.Join(dir, "fdstore.sock"),
-		Metrics: fmt.Sprintf("127.0.0.1:%d", port),
+		Metrics: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 	}
 	p.Args = append([]string{"--mode=all", "--endpoint=" + p.Endpoint, "--node-id=" + NodeID,
 		"--root=" + p.Root, "--state-dir=" + p.State, "--metrics-address=" + p.Metrics,
@@ -138,6 +147,16 @@ func (p *Plugin) KillPlugin() {
 	p.plugin = nil
 }
 
+// KillHolder kills the fd store with SIGKILL and reaps it.
+func (p *Plugin) KillHolder() {
+	if p.holder == nil {
+		return
+	}
+	p.holder.Process.Kill()
+	p.holder.Wait()
+	p.holder = nil
+}
+
 // Log returns the plugin's log so far.
 func (p *Plugin) Log() string {
 	b, _ := os.ReadFile(filepath.Join(p.Dir, "berth-csi.log"))
@@ -167,10 +186,7 @@ func (p *Plugin) cleanup() {
 		p.Conn.Close()
 	}
 	p.KillPlugin()
-	if p.holder != nil {
-		p.holder.Process.Kill()
-		p.holder.Wait()
-	}
+	p.KillHolder()
 	// A FUSE server that is gone would leave every access hanging; abort
 	// the connections first, then unmount deepest first.
 	AbortFUSE(p.Dir)

@@ -182,3 +182,34 @@ func TestRestartSurvival(t *testing.T) {
 		t.Errorf("mounts left after unstage: %v", m)
 	}
 }
+
+// TestFdStoreRestart restarts the fd store itself: the plugin re-parks its
+// connections in the new store, so a later plugin restart still takes
+// them over.
+func TestFdStoreRestart(t *testing.T) {
+	p := csienv.Start(t)
+	_, dir := p.Volume("restore-holder", 16*mib)
+	if err := os.WriteFile(filepath.Join(dir, "before"), []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.KillHolder()
+	p.StartHolder()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(p.Log(), "re-parked FUSE descriptor") {
+		if time.Now().After(deadline) {
+			t.Fatal("the plugin did not re-park its descriptor in the new fd store")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	p.KillPlugin()
+	p.StartPlugin()
+	if err := os.WriteFile(filepath.Join(dir, "after"), []byte("2"), 0o644); err != nil {
+		t.Fatalf("write after both restarts: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "before")); err != nil || string(b) != "1" {
+		t.Fatalf("read after both restarts: %q %v", b, err)
+	}
+	if !strings.Contains(p.Log(), "took over live FUSE connection") {
+		t.Error("the plugin remounted instead of taking over")
+	}
+}
