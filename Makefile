@@ -22,12 +22,14 @@ build: ## build every binary into _output/bin
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/berth ./cmd/berth-cni
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/berth-netd ./cmd/berth-netd
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/berth-cri ./cmd/berth-cri
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/berth-csi ./cmd/berth-csi
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/berth-pause ./cmd/berth-pause
 
-install: build ## install the CNI plugin as /opt/cni/bin/berth (root)
+install: build ## install the CNI plugin as /opt/cni/bin/berth and the daemons in /usr/local/bin (root)
 	install -D -m 0755 $(BIN)/berth /opt/cni/bin/berth
 	install -D -m 0755 $(BIN)/berth-netd /usr/local/bin/berth-netd
 	install -D -m 0755 $(BIN)/berth-cri /usr/local/bin/berth-cri
+	install -D -m 0755 $(BIN)/berth-csi /usr/local/bin/berth-csi
 
 vet: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '_bpfe[lb].go$$' || true); \
