@@ -31,6 +31,7 @@ func (d *Driver) NodeGetCapabilities(ctx context.Context, req *csi.NodeGetCapabi
 		csi.NodeServiceCapability_RPC_EXPAND_VOLUME,
 		rpcVolumeCondition,
 		csi.NodeServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+		csi.NodeServiceCapability_RPC_GET_VOLUME_HEALTH,
 	} {
 		caps = append(caps, &csi.NodeServiceCapability{Type: &csi.NodeServiceCapability_Rpc{
 			Rpc: &csi.NodeServiceCapability_RPC{Type: t}}})
@@ -279,16 +280,7 @@ func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeS
 		return nil, status.Errorf(codes.NotFound, "volume_path %s is neither the staging path nor a target of volume %s", path, id)
 	}
 	used, capacity, inodes, maxInodes := sv.fs.Quota().Usage()
-	abnormal, msg := false, "FUSE server is serving the volume"
-	select {
-	case <-sv.mount.Done():
-		abnormal, msg = true, "FUSE server for the volume has stopped; the mount is disconnected"
-	default:
-		var st unix.Statfs_t
-		if err := unix.Statfs(path, &st); err != nil {
-			abnormal, msg = true, "volume path: "+err.Error()
-		}
-	}
+	abnormal, msg := volumeCondition(sv, path)
 	resp := &csi.NodeGetVolumeStatsResponse{
 		Usage: []*csi.VolumeUsage{
 			{Unit: csi.VolumeUsage_BYTES, Total: capacity, Used: used, Available: max(capacity-used, 0)},
@@ -297,6 +289,46 @@ func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeS
 	}
 	setVolumeCondition(resp, abnormal, msg)
 	return resp, nil
+}
+
+// volumeCondition says whether the volume's FUSE server still serves the
+// path.
+func volumeCondition(sv *stagedVolume, path string) (abnormal bool, msg string) {
+	select {
+	case <-sv.mount.Done():
+		return true, "FUSE server for the volume has stopped; the mount is disconnected"
+	default:
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return true, "volume path: " + err.Error()
+	}
+	return false, "FUSE server is serving the volume"
+}
+
+// NodeGetVolumeHealth is CSI 1.13's health report: no entry while the
+// volume is served, INACCESSIBLE when its server is gone.
+func (d *Driver) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthRequest) (*csi.NodeGetVolumeHealthResponse, error) {
+	id, err := parseVolumeID("volume_id", req.GetVolumeId())
+	if err != nil {
+		return nil, err
+	}
+	sv := d.stagedVolume(id.String())
+	if sv == nil {
+		return nil, status.Errorf(codes.NotFound, "volume_id %q is not staged on node %s", id, d.cfg.NodeID)
+	}
+	path := req.GetVolumePublishPath()
+	if path == "" {
+		path = sv.rec.StagingPath
+	} else if _, ok := sv.rec.Targets[path]; !ok && path != sv.rec.StagingPath {
+		return nil, status.Errorf(codes.NotFound, "volume_publish_path %s is neither the staging path nor a target of volume %s", path, id)
+	}
+	h := &csi.VolumeHealth{VolumeId: id.String()}
+	if abnormal, msg := volumeCondition(sv, path); abnormal {
+		h.HealthStatuses = append(h.HealthStatuses, &csi.VolumeHealth_VolumeHealthEntry{
+			Status: csi.VolumeHealthErrorType_INACCESSIBLE, Reason: "FUSEServerGone", Message: msg})
+	}
+	return &csi.NodeGetVolumeHealthResponse{VolumeHealth: h}, nil
 }
 
 // rpcVolumeCondition is VOLUME_CONDITION (4), which CSI 1.13 dropped for

@@ -7,8 +7,10 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/berthdev/berth/test/csienv"
 )
@@ -99,5 +101,71 @@ func TestOwnership(t *testing.T) {
 	}
 	if err := asPod("cat", filepath.Join(dir, "rootonly")); err == nil {
 		t.Error("uid 1000 read a 0600 root file")
+	}
+}
+
+// TestVolumeCondition aborts a volume's FUSE connection (as a dying
+// server would leave it) and checks that both the legacy volume condition
+// of NodeGetVolumeStats and NodeGetVolumeHealth report it.
+func TestVolumeCondition(t *testing.T) {
+	p := csienv.Start(t)
+	id, dir := p.Volume("condition", 8*mib)
+	ctx := csienv.Ctx(t)
+	condition := func() (abnormal bool, msg string) {
+		r, err := p.Node.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// volume_condition is field 2, outside the 1.13 bindings.
+		b := r.ProtoReflect().GetUnknown()
+		num, typ, n := protowire.ConsumeTag(b)
+		if num != 2 || typ != protowire.BytesType {
+			t.Fatalf("no volume_condition in NodeGetVolumeStats (unknown fields %x)", b)
+		}
+		cond, _ := protowire.ConsumeBytes(b[n:])
+		for len(cond) > 0 {
+			num, typ, n := protowire.ConsumeTag(cond)
+			cond = cond[n:]
+			switch {
+			case num == 1 && typ == protowire.VarintType:
+				v, m := protowire.ConsumeVarint(cond)
+				abnormal, cond = v != 0, cond[m:]
+			case num == 2 && typ == protowire.BytesType:
+				v, m := protowire.ConsumeString(cond)
+				msg, cond = v, cond[m:]
+			default:
+				t.Fatalf("unexpected field %d in volume_condition", num)
+			}
+		}
+		return abnormal, msg
+	}
+	health := func() []*csi.VolumeHealth_VolumeHealthEntry {
+		r, err := p.Node.NodeGetVolumeHealth(ctx, &csi.NodeGetVolumeHealthRequest{VolumeId: id, VolumePublishPath: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetVolumeHealth().GetHealthStatuses()
+	}
+	if abnormal, msg := condition(); abnormal {
+		t.Fatalf("healthy volume reported abnormal: %s", msg)
+	}
+	if h := health(); len(h) != 0 {
+		t.Fatalf("healthy volume has health entries: %v", h)
+	}
+	csienv.AbortFUSE(dir)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		abnormal, msg := condition()
+		if abnormal {
+			t.Logf("condition after abort: %s", msg)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("aborted connection still reported normal")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if h := health(); len(h) != 1 || h[0].GetStatus() != csi.VolumeHealthErrorType_INACCESSIBLE {
+		t.Errorf("health after abort = %v, want one INACCESSIBLE entry", h)
 	}
 }
