@@ -45,6 +45,16 @@ func (d *Driver) ControllerGetCapabilities(ctx context.Context, req *csi.Control
 	return &csi.ControllerGetCapabilitiesResponse{Capabilities: caps}, nil
 }
 
+// localVolume reads the record of a volume of this node; field names the
+// request field the ID came from, for the NotFound message.
+func (d *Driver) localVolume(field string, id store.ID) (*store.Volume, error) {
+	v, err := d.store.Volume(id)
+	if err != nil {
+		return nil, status.Errorf(codes.NotFound, "%s %q: no such volume on node %s", field, id, d.cfg.NodeID)
+	}
+	return v, nil
+}
+
 // capacityFor turns a capacity range into a size: the required bytes
 // rounded up to a block, the default when nothing is asked.
 func (d *Driver) capacityFor(r *csi.CapacityRange) (int64, error) {
@@ -180,9 +190,9 @@ func (d *Driver) contentSource(src *csi.VolumeContentSource, capacity int64) (st
 		if err != nil {
 			return "", nil, err
 		}
-		v, err := d.store.Volume(id)
+		v, err := d.localVolume("volume_content_source.volume.volume_id", id)
 		if err != nil {
-			return "", nil, status.Errorf(codes.NotFound, "volume_content_source.volume.volume_id %q: no such volume on node %s", id, d.cfg.NodeID)
+			return "", nil, err
 		}
 		size = v.Capacity
 		if sv := d.stagedVolume(v.ID); sv != nil {
@@ -239,8 +249,8 @@ func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.Valida
 	if err := checkCapabilities("volume_capabilities", req.GetVolumeCapabilities()); err != nil {
 		return nil, err
 	}
-	if _, err := d.store.Volume(id); err != nil {
-		return nil, status.Errorf(codes.NotFound, "volume_id %q: no such volume on node %s", id, d.cfg.NodeID)
+	if _, err := d.localVolume("volume_id", id); err != nil {
+		return nil, err
 	}
 	if err := checkParameters(req.GetParameters()); err != nil {
 		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
@@ -433,9 +443,9 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 		return &csi.ControllerExpandVolumeResponse{CapacityBytes: capacity, NodeExpansionRequired: true}, nil
 	}
 	defer d.lock(id.String())()
-	v, err := d.store.Volume(id)
+	v, err := d.localVolume("volume_id", id)
 	if err != nil {
-		return nil, status.Errorf(codes.NotFound, "volume_id %q: no such volume on node %s", id, d.cfg.NodeID)
+		return nil, err
 	}
 	if capacity, err = d.expand(v, capacity); err != nil {
 		return nil, err

@@ -1,19 +1,17 @@
 package driver
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/berthdev/berth/csi/fdstore"
 	"github.com/berthdev/berth/csi/fusefs"
 	"github.com/berthdev/berth/csi/store"
+	"github.com/berthdev/berth/internal/mountinfo"
 )
 
 // stageRecord is what the node plugin keeps about a staged volume, in the
@@ -93,12 +91,17 @@ func (d *Driver) stage(v *store.Volume, id store.ID, path string, ephemeral bool
 	sv := &stagedVolume{id: id, fs: fsys, mount: m,
 		rec: stageRecord{VolumeID: v.ID, StagingPath: path, Init: m.Init, Ephemeral: ephemeral, Targets: map[string]bool{}}}
 	d.park(sv)
+	d.track(sv)
+	return sv, nil
+}
+
+// track records a served volume and watches its server.
+func (d *Driver) track(sv *stagedVolume) {
 	sv.persist(d)
 	d.mu.Lock()
-	d.staged[v.ID] = sv
+	d.staged[sv.rec.VolumeID] = sv
 	d.mu.Unlock()
 	go d.watch(sv)
-	return sv, nil
 }
 
 func (d *Driver) park(sv *stagedVolume) {
@@ -201,15 +204,11 @@ func (d *Driver) recoverOne(rec stageRecord, held map[string]fdstore.Entry) erro
 		return err
 	}
 	e, ok := held[rec.VolumeID]
-	if ok && mountType(rec.StagingPath) == fusefs.FSType {
+	if ok && mountinfo.TypeAt(rec.StagingPath) == fusefs.FSType {
 		m, err := fusefs.Takeover(rec.StagingPath, e.Fd, rec.Init, fsys, d.mountConfig(v.ID))
 		if err == nil {
 			delete(held, rec.VolumeID)
-			sv := &stagedVolume{rec: rec, id: id, fs: fsys, mount: m}
-			d.mu.Lock()
-			d.staged[v.ID] = sv
-			d.mu.Unlock()
-			go d.watch(sv)
+			d.track(&stagedVolume{rec: rec, id: id, fs: fsys, mount: m})
 			d.log.Info("took over live FUSE connection", "volume", v.ID, "staging", rec.StagingPath)
 			return nil
 		}
@@ -234,56 +233,9 @@ func (d *Driver) recoverOne(rec stageRecord, held map[string]fdstore.Entry) erro
 		}
 	}
 	d.park(sv)
-	sv.persist(d)
-	d.mu.Lock()
-	d.staged[v.ID] = sv
-	d.mu.Unlock()
-	go d.watch(sv)
+	d.track(sv)
 	d.log.Warn("remounted volume after a lost connection", "volume", v.ID, "staging", rec.StagingPath)
 	return nil
-}
-
-// mountType returns the filesystem type mounted exactly at path, or "".
-func mountType(path string) string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	typ := ""
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 7 || unescape(fields[4]) != path {
-			continue
-		}
-		for i, x := range fields {
-			if x == "-" && i+1 < len(fields) {
-				typ = fields[i+1] // the last mount on top wins
-			}
-		}
-	}
-	return typ
-}
-
-// unescape decodes mountinfo's octal escapes (\040 for a space).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // bindMount binds src to target, read-only when asked, with the

@@ -13,7 +13,9 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/berthdev/berth/csi/fusefs"
 	"github.com/berthdev/berth/csi/store"
+	"github.com/berthdev/berth/internal/mountinfo"
 )
 
 // Ephemeral inline volumes: kubelet marks them in the volume context and
@@ -60,9 +62,9 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 		return nil, err
 	}
 	defer d.lock(id.String())()
-	v, err := d.store.Volume(id)
+	v, err := d.localVolume("volume_id", id)
 	if err != nil {
-		return nil, status.Errorf(codes.NotFound, "volume_id %q: no such volume on node %s", id, d.cfg.NodeID)
+		return nil, err
 	}
 	if sv := d.stagedVolume(v.ID); sv != nil {
 		if sv.rec.StagingPath != path {
@@ -96,7 +98,7 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	sv := d.stagedVolume(id.String())
 	if sv == nil {
 		// Already unstaged; a leftover mount from a crash goes too.
-		if mountType(path) == "fuse.berth-csi" {
+		if mountinfo.TypeAt(path) == fusefs.FSType {
 			unmountPath(path)
 		}
 		return &csi.NodeUnstageVolumeResponse{}, nil
@@ -140,8 +142,8 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			return nil, err
 		}
 		if sv = d.stagedVolume(id.String()); sv == nil {
-			if _, err := d.store.Volume(id); err != nil {
-				return nil, status.Errorf(codes.NotFound, "volume_id %q: no such volume on node %s", id, d.cfg.NodeID)
+			if _, err := d.localVolume("volume_id", id); err != nil {
+				return nil, err
 			}
 			return nil, status.Errorf(codes.FailedPrecondition, "volume_id %q is not staged (call NodeStageVolume first)", id)
 		}
@@ -150,7 +152,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		}
 	}
 	defer d.lock(sv.rec.VolumeID)()
-	if ro, ok := sv.rec.Targets[target]; ok && mountType(target) == "fuse.berth-csi" {
+	if ro, ok := sv.rec.Targets[target]; ok && mountinfo.TypeAt(target) == fusefs.FSType {
 		if ro != readOnly {
 			return nil, status.Errorf(codes.AlreadyExists, "target_path %s is already published with readonly=%v", target, ro)
 		}
@@ -371,9 +373,9 @@ func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 		return nil, err
 	}
 	defer d.lock(id.String())()
-	v, err := d.store.Volume(id)
+	v, err := d.localVolume("volume_id", id)
 	if err != nil {
-		return nil, status.Errorf(codes.NotFound, "volume_id %q: no such volume on node %s", id, d.cfg.NodeID)
+		return nil, err
 	}
 	if capacity, err = d.expand(v, capacity); err != nil {
 		return nil, err

@@ -154,6 +154,11 @@ func (f *FS) GetAttr(cancel <-chan struct{}, input *fuse.GetAttrIn, out *fuse.At
 	if errno != 0 {
 		return fuse.Status(errno)
 	}
+	return attrOut(in, out)
+}
+
+// attrOut answers with the inode's current attributes.
+func attrOut(in *inode, out *fuse.AttrOut) fuse.Status {
 	st, errno := statFd(in.fd)
 	if errno != 0 {
 		return fuse.Status(errno)
@@ -211,13 +216,7 @@ func (f *FS) SetAttr(cancel <-chan struct{}, input *fuse.SetAttrIn, out *fuse.At
 			}
 		}
 	}
-	st, errno := statFd(in.fd)
-	if errno != 0 {
-		return fuse.Status(errno)
-	}
-	out.Attr.FromStat(&st)
-	out.SetTimeout(entryTimeout)
-	return fuse.OK
+	return attrOut(in, out)
 }
 
 // owner gives a new inode to the caller, as a kernel filesystem would. A

@@ -4,7 +4,6 @@
 package csienv
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/berthdev/berth/internal/mountinfo"
 	"github.com/berthdev/berth/test/crienv"
 )
 
@@ -209,43 +209,18 @@ func AbortFUSE(dir string) {
 	if _, err := os.Stat("/sys/fs/fuse/connections"); err == nil {
 		syscall.Mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, "")
 	}
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 9 || !(fields[4] == dir || strings.HasPrefix(fields[4], dir+"/")) {
-			continue
-		}
-		if !strings.Contains(sc.Text(), " - fuse") {
-			continue
-		}
-		if _, minor, ok := strings.Cut(fields[2], ":"); ok {
-			os.WriteFile("/sys/fs/fuse/connections/"+minor+"/abort", []byte("1"), 0)
+	for _, m := range mountinfo.Under(dir) {
+		if strings.HasPrefix(m.FSType, "fuse") {
+			os.WriteFile(fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", m.Minor), []byte("1"), 0)
 		}
 	}
 }
 
 // MountsUnder lists mount points at or below dir, deepest first.
 func MountsUnder(dir string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && (fields[4] == dir || strings.HasPrefix(fields[4], dir+"/")) {
-			out = append(out, fields[4])
-		}
-	}
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
+	for _, m := range mountinfo.Under(dir) {
+		out = append(out, m.Point)
 	}
 	return out
 }
