@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # perf.sh: every berth performance report, one after the other:
 # test/perf/netperf (pod-to-pod throughput, CNI ADD/DEL latency; net.*),
-# test/perf/dataplane (eBPF shaping and isolation; dataplane.*), then
+# test/perf/dataplane (eBPF shaping and isolation; dataplane.*),
 # test/perf/crilat (berth-cri vs containerd's CRI: pod start and stop
-# latency, RSS; cri.*, via hack/perf-cri.sh), with one dependency install
-# and one berth-cni build.
+# latency, RSS; cri.*, via hack/perf-cri.sh), then test/perf/csifio
+# (berth-csi vs the native directory and plain FUSE under fio, RSS per
+# volume; csi.*, via hack/perf-csi.sh), with one dependency install and one
+# berth-cni build.
 #
-#   hack/perf.sh            # full reports (~15 + ~12 + ~4 minutes)
-#   hack/perf.sh --quick    # smoke runs of all three
+#   hack/perf.sh            # full reports (~15 + ~12 + ~4 + ~25 minutes)
+#   hack/perf.sh --quick    # smoke runs of all four
 #
 # --quick is the only argument; suite-specific flags go in NETPERF_ARGS,
-# DATAPLANE_ARGS and CRI_ARGS (word-split), e.g. DATAPLANE_ARGS="--cases
-# berth-veth", CRI_ARGS="--pods 100".
+# DATAPLANE_ARGS, CRI_ARGS and CSI_ARGS (word-split), e.g.
+# DATAPLANE_ARGS="--cases berth-veth", CRI_ARGS="--pods 100",
+# CSI_ARGS="--runtime 30".
 # Environment: BERTH_BIN, OUT, SKIP_DEPS=1, as for perf-net.sh. Must run as
-# root. Exits with the first non-zero status of the three suites (130 at
+# root. Exits with the first non-zero status of the four suites (130 at
 # once when interrupted); a missed target is never a failure.
 set -euo pipefail
 
@@ -26,12 +29,13 @@ common=()
 for a in "$@"; do
 	case "$a" in
 	--quick) common+=(--quick) ;;
-	*) log "unknown argument $a (suite flags go in NETPERF_ARGS / DATAPLANE_ARGS / CRI_ARGS)"; exit 2 ;;
+	*) log "unknown argument $a (suite flags go in NETPERF_ARGS / DATAPLANE_ARGS / CRI_ARGS / CSI_ARGS)"; exit 2 ;;
 	esac
 done
 read -r -a net_args <<<"${NETPERF_ARGS:-}"
 read -r -a dp_args <<<"${DATAPLANE_ARGS:-}"
 read -r -a cri_args <<<"${CRI_ARGS:-}"
+read -r -a csi_args <<<"${CSI_ARGS:-}"
 
 perf_setup
 if [ "${SKIP_DEPS:-0}" != 1 ]; then
@@ -65,8 +69,22 @@ set +e
 OUT="$OUT" SKIP_DEPS=1 bash "$here/perf-cri.sh" ${common[@]+"${common[@]}"} ${cri_args[@]+"${cri_args[@]}"}
 s=$?
 set -e
+if [ "$s" -eq 130 ]; then
+	log "perf-cri.sh was interrupted; not starting the next suite"
+	exit 130
+fi
 if [ "$s" -ne 0 ] && [ "$rc" -eq 0 ]; then
 	rc=$s
 fi
-log "reports: $OUT/net.md $OUT/dataplane.md $OUT/cri.md"
+# The CSI suite is a go test too (berth-csi is built through test/csienv);
+# perf-csi.sh installs fio if it is missing, SKIP_DEPS or not.
+log "running: perf-csi.sh ${common[*]} ${csi_args[*]}"
+set +e
+OUT="$OUT" SKIP_DEPS=1 bash "$here/perf-csi.sh" ${common[@]+"${common[@]}"} ${csi_args[@]+"${csi_args[@]}"}
+s=$?
+set -e
+if [ "$s" -ne 0 ] && [ "$rc" -eq 0 ]; then
+	rc=$s
+fi
+log "reports: $OUT/net.md $OUT/dataplane.md $OUT/cri.md $OUT/csi.md"
 exit "$rc"
