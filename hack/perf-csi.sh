@@ -13,7 +13,7 @@
 #      read/write at QD16, buffered and O_DIRECT, on the three, and the
 #      node plugin's memory per mounted volume.
 #
-#   hack/perf-csi.sh                  # full report (~25 minutes: 2 x 20 s per job and target)
+#   hack/perf-csi.sh                  # full report (~17 minutes: 2 x 20 s per job and target)
 #   hack/perf-csi.sh --quick          # smoke run: 1 x 3 s, 256 MiB file (~2 minutes)
 #   hack/perf-csi.sh --runtime 30 --repeats 3 --file-mib 2048 --ioengine libaio
 #

@@ -8,7 +8,7 @@
 # volume; csi.*, via hack/perf-csi.sh), with one dependency install and one
 # berth-cni build.
 #
-#   hack/perf.sh            # full reports (~15 + ~12 + ~4 + ~25 minutes)
+#   hack/perf.sh            # full reports (~15 + ~12 + ~4 + ~17 minutes)
 #   hack/perf.sh --quick    # smoke runs of all four
 #
 # --quick is the only argument; suite-specific flags go in NETPERF_ARGS,

@@ -17,8 +17,8 @@ import (
 )
 
 // AnchorOptions describes the anchor's go-fuse options in the report.
-const AnchorOptions = "fs.NewLoopbackRoot(dir) mounted by fs.Mount with fuse.MountOptions{AllowOther: true, DirectMount: true, " +
-	"DisabledCapabilities: fuse.CAP_PASSTHROUGH}} (plus FsName/Name labels); everything else left unset: go-fuse's " +
+const AnchorOptions = "fs.NewLoopbackRoot(dir) mounted by fs.Mount with fs.Options{MountOptions: fuse.MountOptions{AllowOther: true, " +
+	"DirectMount: true, DisabledCapabilities: fuse.CAP_PASSTHROUGH}} (plus FsName/Name labels); everything else left unset: go-fuse's " +
 	"max_write of 128 KiB, no writeback cache, page cache used for buffered I/O, entry and attribute timeouts 0 " +
 	"(an fs.Options without them); served in-process by the test binary"
 
