@@ -16,6 +16,8 @@ type Mount struct {
 	Point        string // mount point, unescaped
 	FSType       string // e.g. "fuse.berth-csi", "ext4"
 	Source       string
+	Options      string // per-mount options (rw,nosuid,...)
+	SuperOptions string // filesystem options
 }
 
 // Read parses the calling process's mount table, in mount order (a mount
@@ -37,6 +39,17 @@ func Read() ([]Mount, error) {
 	return out, sc.Err()
 }
 
+// Parse reads mountinfo text (of any process).
+func Parse(text string) []Mount {
+	var out []Mount
+	for _, line := range strings.Split(text, "\n") {
+		if m, ok := parse(line); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // parse reads "id parent major:minor root point opts [optional...] - type source superopts".
 func parse(line string) (Mount, bool) {
 	f := strings.Fields(line)
@@ -51,6 +64,7 @@ func parse(line string) (Mount, bool) {
 	m.Major, _ = strconv.Atoi(maj)
 	m.Minor, _ = strconv.Atoi(min)
 	m.Point = Unescape(f[4])
+	m.Options = f[5]
 	for i := 6; i < len(f); i++ {
 		if f[i] == "-" {
 			if i+1 < len(f) {
@@ -58,6 +72,9 @@ func parse(line string) (Mount, bool) {
 			}
 			if i+2 < len(f) {
 				m.Source = Unescape(f[i+2])
+			}
+			if i+3 < len(f) {
+				m.SuperOptions = f[i+3]
 			}
 			return m, true
 		}

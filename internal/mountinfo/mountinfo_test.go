@@ -9,8 +9,8 @@ func TestParse(t *testing.T) {
 		ok   bool
 	}{
 		{`36 35 0:39 / /var/lib/kubelet/pods/x/mount rw,nosuid shared:1 - fuse.berth-csi berth-csi:vol-1 rw,user_id=0`,
-			Mount{Major: 0, Minor: 39, Point: "/var/lib/kubelet/pods/x/mount", FSType: "fuse.berth-csi", Source: "berth-csi:vol-1"}, true},
-		{`22 1 8:1 / /a\040b rw - ext4 /dev/sda1 rw`, Mount{Major: 8, Minor: 1, Point: "/a b", FSType: "ext4", Source: "/dev/sda1"}, true},
+			Mount{Major: 0, Minor: 39, Point: "/var/lib/kubelet/pods/x/mount", FSType: "fuse.berth-csi", Source: "berth-csi:vol-1", Options: "rw,nosuid", SuperOptions: "rw,user_id=0"}, true},
+		{`22 1 8:1 / /a\040b rw - ext4 /dev/sda1 rw`, Mount{Major: 8, Minor: 1, Point: "/a b", FSType: "ext4", Source: "/dev/sda1", Options: "rw", SuperOptions: "rw"}, true},
 		{`short line`, Mount{}, false},
 	} {
 		got, ok := parse(tc.line)

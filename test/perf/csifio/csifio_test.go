@@ -166,10 +166,10 @@ func TestCSIFio(t *testing.T) {
 	volID, volDir := p.Volume("bperf-fio", params.VolumeBytes)
 	mounts = Mounts()
 	if m, ok := MountOf(mounts, volDir); ok {
-		rep.Env.BerthMount = m.String()
+		rep.Env.BerthMount = mountString(m)
 	}
 	if m, ok := MountOf(mounts, anchorMnt); ok {
-		rep.Env.AnchorMount = m.String()
+		rep.Env.AnchorMount = mountString(m)
 	}
 	metrics := "http://" + metricsAddr + "/metrics"
 

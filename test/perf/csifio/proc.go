@@ -1,13 +1,14 @@
 package csifio
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/berthdev/berth/internal/mountinfo"
 )
 
 // IsPlugin reports whether a command line (NUL-split) is the berth-csi
@@ -81,58 +82,16 @@ func ReadHWM(pid int) int64 {
 }
 
 // MountEntry is one line of /proc/self/mountinfo.
-type MountEntry struct {
-	Point, FSType, Source, Options, SuperOptions string
-}
+type MountEntry = mountinfo.Mount
 
-// String is "source on point type fstype (options; superoptions)".
-func (m MountEntry) String() string {
+// mountString is "source on point type fstype (options; superoptions)".
+func mountString(m MountEntry) string {
 	return fmt.Sprintf("%s on %s type %s (%s; %s)", m.Source, m.Point, m.FSType, m.Options, m.SuperOptions)
 }
 
-// ParseMountinfo reads /proc/PID/mountinfo text. Octal escapes in paths
+// ParseMountinfo reads /proc/PID/mountinfo text; octal escapes in paths
 // (\040 for a space) are decoded.
-func ParseMountinfo(text string) []MountEntry {
-	var out []MountEntry
-	sc := bufio.NewScanner(strings.NewReader(text))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		sep := -1
-		for i, x := range f {
-			if x == "-" {
-				sep = i
-				break
-			}
-		}
-		if len(f) < 6 || sep < 0 || sep+3 > len(f) {
-			continue
-		}
-		e := MountEntry{Point: unescape(f[4]), Options: f[5], FSType: f[sep+1], Source: unescape(f[sep+2])}
-		if sep+3 < len(f) {
-			e.SuperOptions = f[sep+3]
-		}
-		out = append(out, e)
-	}
-	return out
-}
-
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+func ParseMountinfo(text string) []MountEntry { return mountinfo.Parse(text) }
 
 // MountOf returns the mount that holds path (the last mounted one with the
 // longest matching mount point).
