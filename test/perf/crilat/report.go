@@ -15,8 +15,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/berthdev/berth/test/perf/report"
@@ -473,21 +471,7 @@ func WriteOutputs(dir string, r *Report) error {
 		"cri-rpc.svg":   RPCChart(r),
 		"cri-rss.svg":   MemoryChart(r),
 	}
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		tmp := filepath.Join(dir, "."+name+".tmp")
-		if err := os.WriteFile(tmp, files[name], 0o644); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-			return err
-		}
-	}
-	return nil
+	return report.WriteFiles(dir, files)
 }
 
 // ReadReport loads a cri.json.

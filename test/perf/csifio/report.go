@@ -16,8 +16,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/berthdev/berth/test/perf/crilat"
@@ -393,21 +391,7 @@ func WriteOutputs(dir string, r *Report) error {
 		"csi-random.svg": ValueChart(r, "IOPS"),
 		"csi-rss.svg":    MemoryChart(r),
 	}
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		tmp := filepath.Join(dir, "."+name+".tmp")
-		if err := os.WriteFile(tmp, files[name], 0o644); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-			return err
-		}
-	}
-	return nil
+	return report.WriteFiles(dir, files)
 }
 
 // nanToNull turns the report into a JSON tree with NaN written as null
