@@ -2,15 +2,22 @@ package csi_test
 
 import (
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
+	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 
 	"github.com/berthdev/berth/test/csienv"
 )
@@ -168,4 +175,103 @@ func TestVolumeCondition(t *testing.T) {
 	if h := health(); len(h) != 1 || h[0].GetStatus() != csi.VolumeHealthErrorType_INACCESSIBLE {
 		t.Errorf("health after abort = %v, want one INACCESSIBLE entry", h)
 	}
+}
+
+// TestReadOnlyAndShared publishes one volume at two targets in a
+// multi-writer mode (ReadWriteMany within the node) and at a third one
+// read-only.
+func TestReadOnlyAndShared(t *testing.T) {
+	p := csienv.Start(t)
+	id, first := p.Volume("shared", 8*mib)
+	ctx := csienv.Ctx(t)
+	staging := filepath.Join(p.Dir, "staging", id)
+	rwx := &csi.VolumeCapability{
+		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
+		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER},
+	}
+	second := filepath.Join(p.Dir, "pods", "second", "mount")
+	ro := filepath.Join(p.Dir, "pods", "ro", "mount")
+	if _, err := p.Node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: staging,
+		TargetPath: second, VolumeCapability: rwx}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: staging,
+		TargetPath: ro, VolumeCapability: rwx, Readonly: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(first, "x"), []byte("from first"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(second, "x")); err != nil || string(b) != "from first" {
+		t.Errorf("second target reads %q, %v", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(ro, "y"), []byte("no"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("write through the read-only target: %v, want EROFS", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(ro, "x")); err != nil || string(b) != "from first" {
+		t.Errorf("read-only target reads %q, %v", b, err)
+	}
+	// Publishing the same target again read-write conflicts.
+	_, err := p.Node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: staging,
+		TargetPath: ro, VolumeCapability: rwx})
+	if status.Code(err) != codes.AlreadyExists {
+		t.Errorf("re-publish read-only target as read-write: %v, want AlreadyExists", err)
+	}
+}
+
+// TestRegistrationAndHealth plays kubelet's plugin watcher against the
+// registration socket, and a liveness probe against /healthz.
+func TestRegistrationAndHealth(t *testing.T) {
+	reg := t.TempDir()
+	p := csienv.Start(t, "--registration-dir="+reg, "--kubelet-csi-endpoint=/var/lib/kubelet/plugins/berth.csi.dev/csi.sock")
+	sock := filepath.Join(reg, "berth.csi.dev-reg.sock")
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := registerapi.NewRegistrationClient(conn)
+	ctx := csienv.Ctx(t)
+	info, err := c.GetInfo(ctx, &registerapi.InfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.GetType() != registerapi.CSIPlugin || info.GetName() != "berth.csi.dev" ||
+		info.GetEndpoint() != "/var/lib/kubelet/plugins/berth.csi.dev/csi.sock" || len(info.GetSupportedVersions()) == 0 {
+		t.Errorf("GetInfo = %v", info)
+	}
+	if _, err := c.NotifyRegistrationStatus(ctx, &registerapi.RegistrationStatus{PluginRegistered: true}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(p.Log(), "kubelet registered the plugin") {
+		t.Error("registration status not logged")
+	}
+	resp, err := http.Get("http://" + p.Metrics + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz = %d with a usable store", resp.StatusCode)
+	}
+	// An unusable store turns the probe and /healthz not-ready.
+	if err := os.Chmod(filepath.Join(p.Root, ".tmp"), 0); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(filepath.Join(p.Root, ".tmp"))
+	os.WriteFile(filepath.Join(p.Root, ".tmp"), nil, 0o644) // a file where the directory was
+	resp, err = http.Get("http://" + p.Metrics + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/healthz = %d with a broken store, want 503", resp.StatusCode)
+	}
+	pr, err := p.Identity.Probe(ctx, &csi.ProbeRequest{})
+	if err != nil || pr.GetReady().GetValue() {
+		t.Errorf("Probe = %v, %v; want not ready", pr, err)
+	}
+	os.Remove(filepath.Join(p.Root, ".tmp"))
+	os.Mkdir(filepath.Join(p.Root, ".tmp"), 0o700)
 }
