@@ -85,7 +85,9 @@ func TestCSIFio(t *testing.T) {
 	// the one it picks, and berth-csi's FUSE counters must come from ours.
 	// The flag given last wins.
 	metricsAddr := freePort(t)
-	p := csienv.Start(t, "--metrics-address="+metricsAddr)
+	// CSI_PERF_BERTH_FLAGS adds berth-csi flags (space-separated), for
+	// tuning runs such as --max-write=131072.
+	p := csienv.Start(t, append([]string{"--metrics-address=" + metricsAddr}, strings.Fields(os.Getenv("CSI_PERF_BERTH_FLAGS"))...)...)
 	rep.Env.BerthArgs = p.Args
 	rep.Env.GoFuseBerth = depVersion(p.Bin)
 	pid, err := FindPlugin(p.Bin, p.Endpoint)
