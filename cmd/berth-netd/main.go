@@ -64,7 +64,18 @@ type options struct {
 	resync         time.Duration
 	logLevel       string
 	logFormat      string
+	// Kubernetes mode: the peers file and the namespace mapping are
+	// written from Nodes and Namespaces instead of being given.
+	kubernetes  bool
+	kubeconfig  string
+	mappingFile string
 }
+
+// Kubernetes-mode defaults: where the files written from the API live.
+const (
+	defaultKubePeersFile   = "/run/berth/peers.json"
+	defaultKubeMappingFile = "/run/berth/namespace-tenants.json"
+)
 
 func main() {
 	if err := newRootCommand().Execute(); err != nil {
@@ -109,6 +120,12 @@ seen) and every --resync-interval. A peers file that fails to parse is logged
 and the last good state is kept. On SIGTERM or SIGINT it exits without
 removing the devices, so pod traffic keeps flowing across restarts.
 
+With --kubernetes, the peers file is written by berth-netd itself from the
+cluster's Nodes (spec.podCIDR and the first InternalIP, or the
+berth.dev/underlay-ip annotation), and --tenant-mapping-file from Namespaces
+labelled berth.dev/tenant=<tenant>, for berth-cni's tenancy.mappingFile. If
+the API server goes away, the last files stay and the overlay keeps working.
+
 Peers file format (JSON):
   [{"nodeName":"n1","underlayIP":"198.18.0.1","podCIDR":"198.18.64.0/24"}, ...]`,
 		Args:          cobra.NoArgs,
@@ -129,7 +146,10 @@ Peers file format (JSON):
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.peersFile, "peers-file", "", "path of the JSON peers file (required)")
+	f.StringVar(&o.peersFile, "peers-file", "", "path of the JSON peers file (required, except with --kubernetes: default "+defaultKubePeersFile+", written from Nodes)")
+	f.BoolVar(&o.kubernetes, "kubernetes", false, "take peers from the cluster's Nodes and tenants from Namespace labels (in-cluster config, or --kubeconfig)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --kubernetes (default: the in-cluster service account)")
+	f.StringVar(&o.mappingFile, "tenant-mapping-file", "", "with --kubernetes, the namespace → tenant file to write for berth-cni (default "+defaultKubeMappingFile+"; \"-\" disables)")
 	f.Uint32Var(&o.vni, "vni", o.vni, "VXLAN network identifier of the default tenant, unless --vni-base is given; the device is named berth.<vni>")
 	f.Uint32Var(&o.vniBase, "vni-base", 0, "VNI of tenant index 0; tenant i uses vni-base+i (default: --vni)")
 	f.StringVar(&o.tenantRegistry, "tenant-registry", o.tenantRegistry, "tenant registry kept by berth-cni; every registered tenant gets a device (missing file: the default tenant only; empty: do not read)")
@@ -245,6 +265,12 @@ func newWatcher(o options, logger *slog.Logger) (*overlay.Watcher, error) {
 // run serves metrics and runs the watcher until ctx is done. The device is
 // deliberately left in place on exit.
 func run(ctx context.Context, o options, logger *slog.Logger) error {
+	if o.kubernetes {
+		var err error
+		if o, err = startKubernetes(ctx, o, logger); err != nil {
+			return err
+		}
+	}
 	w, err := newWatcher(o, logger)
 	if err != nil {
 		return err

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/berthdev/berth/cni/kube"
+)
+
+// startKubernetes starts the syncer that writes the peers and mapping
+// files from the API, waits for the first files, and returns the options
+// pointing the reconciler at them.
+func startKubernetes(ctx context.Context, o options, logger *slog.Logger) (options, error) {
+	if o.peersFile == "" {
+		o.peersFile = defaultKubePeersFile
+	}
+	switch o.mappingFile {
+	case "":
+		o.mappingFile = defaultKubeMappingFile
+	case "-":
+		o.mappingFile = ""
+	}
+	var cfg *rest.Config
+	var err error
+	if o.kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return o, fmt.Errorf("--kubernetes: %w", err)
+	}
+	cfg.UserAgent = "berth-netd"
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return o, fmt.Errorf("--kubernetes: %w", err)
+	}
+	s := &kube.Syncer{Client: client, PeersFile: o.peersFile, MappingFile: o.mappingFile, Logger: logger.With("component", "kube")}
+	if err := s.Run(ctx); err != nil {
+		return o, err
+	}
+	logger.Info("Kubernetes mode: peers and tenant mapping follow the API", "peersFile", o.peersFile, "mappingFile", o.mappingFile)
+	return o, nil
+}
