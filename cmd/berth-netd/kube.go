@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -41,6 +43,24 @@ func startKubernetes(ctx context.Context, o options, logger *slog.Logger) (optio
 		return o, fmt.Errorf("--kubernetes: %w", err)
 	}
 	s := &kube.Syncer{Client: client, PeersFile: o.peersFile, MappingFile: o.mappingFile, Logger: logger.With("component", "kube")}
+	if o.confFile != "" {
+		if o.confTemplate == "" {
+			return o, fmt.Errorf("--cni-conflist needs --cni-conflist-template")
+		}
+		tmpl, err := os.ReadFile(o.confTemplate)
+		if err != nil {
+			return o, fmt.Errorf("--cni-conflist-template: %w", err)
+		}
+		node := o.nodeName
+		if node == "" {
+			host, err := os.Hostname()
+			if err != nil {
+				return o, fmt.Errorf("--node-name not given and hostname unknown: %w", err)
+			}
+			node = strings.ToLower(host)
+		}
+		s.NodeName, s.ConfTemplate, s.ConfFile = node, string(tmpl), o.confFile
+	}
 	if err := s.Run(ctx); err != nil {
 		return o, err
 	}

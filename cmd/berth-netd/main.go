@@ -66,9 +66,11 @@ type options struct {
 	logFormat      string
 	// Kubernetes mode: the peers file and the namespace mapping are
 	// written from Nodes and Namespaces instead of being given.
-	kubernetes  bool
-	kubeconfig  string
-	mappingFile string
+	kubernetes   bool
+	kubeconfig   string
+	mappingFile  string
+	confTemplate string
+	confFile     string
 }
 
 // Kubernetes-mode defaults: where the files written from the API live.
@@ -148,6 +150,8 @@ Peers file format (JSON):
 	f := cmd.Flags()
 	f.StringVar(&o.peersFile, "peers-file", "", "path of the JSON peers file (required, except with --kubernetes: default "+defaultKubePeersFile+", written from Nodes)")
 	f.BoolVar(&o.kubernetes, "kubernetes", false, "take peers from the cluster's Nodes and tenants from Namespace labels (in-cluster config, or --kubeconfig)")
+	f.StringVar(&o.confTemplate, "cni-conflist-template", "", "with --kubernetes, a conflist template ({{.PodCIDR}}, {{.NodeName}}) rendered for this node once its pod CIDR is allocated")
+	f.StringVar(&o.confFile, "cni-conflist", "", "where to write the rendered conflist, e.g. /etc/cni/net.d/10-berth.conflist")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --kubernetes (default: the in-cluster service account)")
 	f.StringVar(&o.mappingFile, "tenant-mapping-file", "", "with --kubernetes, the namespace → tenant file to write for berth-cni (default "+defaultKubeMappingFile+"; \"-\" disables)")
 	f.Uint32Var(&o.vni, "vni", o.vni, "VXLAN network identifier of the default tenant, unless --vni-base is given; the device is named berth.<vni>")
@@ -166,6 +170,7 @@ Peers file format (JSON):
 	f.DurationVar(&o.resync, "resync-interval", o.resync, "period of full reconciles that repair drift; 0 disables")
 	f.StringVar(&o.logLevel, "log-level", o.logLevel, "log level: debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", o.logFormat, "log format: text or json")
+	cmd.AddCommand(newInstallCommand())
 	return cmd
 }
 

@@ -315,3 +315,24 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		time.Sleep(25 * time.Millisecond)
 	}
 }
+
+func TestInstallFile(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	os.WriteFile(src, []byte("#!plugin v2"), 0o644)
+	dst := filepath.Join(dir, "opt", "cni", "bin", "berth")
+	os.MkdirAll(filepath.Dir(dst), 0o755)
+	os.WriteFile(dst, []byte("v1"), 0o755)
+	if err := installFile(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(dst)
+	st, _ := os.Stat(dst)
+	if string(b) != "#!plugin v2" || st.Mode().Perm() != 0o755 {
+		t.Errorf("installed %q mode %v", b, st.Mode())
+	}
+	ents, _ := os.ReadDir(filepath.Dir(dst))
+	if len(ents) != 1 {
+		t.Errorf("temporary files left: %v", ents)
+	}
+}

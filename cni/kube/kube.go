@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"text/template"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -128,6 +129,13 @@ type Syncer struct {
 	Logger      *slog.Logger
 	// Resync is the informers' resync period (0: 10 minutes).
 	Resync time.Duration
+	// NodeName, ConfTemplate and ConfFile render this node's CNI conflist
+	// once its pod CIDR is allocated: the template's {{.PodCIDR}} and
+	// {{.NodeName}} are filled in, as flannel and Calico's installers do.
+	// An empty ConfFile disables it.
+	NodeName     string
+	ConfTemplate string
+	ConfFile     string
 
 	mu      sync.Mutex
 	written map[string][]byte
@@ -158,6 +166,9 @@ func (s *Syncer) Run(ctx context.Context) error {
 			s.Logger.Info("node is not an overlay peer yet", "node", sk.Node, "reason", sk.Reason)
 		}
 		s.write(s.PeersFile, peers)
+		if s.ConfFile != "" {
+			s.renderConf(list)
+		}
 	}
 	nodes.Informer().AddEventHandler(handler(syncNodes))
 	informersToSync := []cache.InformerSynced{nodes.Informer().HasSynced}
@@ -192,6 +203,50 @@ func (s *Syncer) Run(ctx context.Context) error {
 	return nil
 }
 
+// renderConf writes the conflist for this node once it has a pod CIDR.
+// Until then no conflist exists, so kubelet keeps the node NotReady
+// instead of starting pods that could not be routed.
+func (s *Syncer) renderConf(nodes []*corev1.Node) {
+	for _, n := range nodes {
+		if n.Name != s.NodeName {
+			continue
+		}
+		cidr := podCIDR(n)
+		if cidr == "" {
+			return
+		}
+		b, err := RenderConf(s.ConfTemplate, ConfData{PodCIDR: cidr, NodeName: n.Name})
+		if err != nil {
+			s.Logger.Error("render CNI conflist", "err", err)
+			return
+		}
+		s.writeRaw(s.ConfFile, b)
+		return
+	}
+}
+
+// ConfData is what a conflist template can use.
+type ConfData struct {
+	PodCIDR  string
+	NodeName string
+}
+
+// RenderConf fills a conflist template and checks that the result is JSON.
+func RenderConf(tmpl string, d ConfData) ([]byte, error) {
+	t, err := template.New("conflist").Option("missingkey=error").Parse(tmpl)
+	if err != nil {
+		return nil, fmt.Errorf("conflist template: %w", err)
+	}
+	var buf bytes.Buffer
+	if err := t.Execute(&buf, d); err != nil {
+		return nil, fmt.Errorf("conflist template: %w", err)
+	}
+	if !json.Valid(buf.Bytes()) {
+		return nil, fmt.Errorf("conflist template for %s does not render to JSON", d.NodeName)
+	}
+	return buf.Bytes(), nil
+}
+
 // handler calls sync after any add, update or delete. The handlers run on
 // the informer's goroutine, one event at a time, and sync reads the whole
 // lister, so a burst of events ends in one consistent file.
@@ -203,16 +258,20 @@ func handler(sync func()) cache.ResourceEventHandler {
 	}
 }
 
-// write replaces path with v's JSON when it differs from what is there:
-// a temporary file in the same directory, fsync, rename. The reconciler
-// watches the directory, so an unchanged file must not be touched.
+// write replaces path with v's JSON (see writeRaw).
 func (s *Syncer) write(path string, v any) {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		s.Logger.Error("encode", "file", path, "err", err)
 		return
 	}
-	b = append(b, '\n')
+	s.writeRaw(path, append(b, '\n'))
+}
+
+// writeRaw replaces path with b when it differs from what is there: a
+// temporary file in the same directory, fsync, rename. The reconciler
+// watches the directory, so an unchanged file must not be touched.
+func (s *Syncer) writeRaw(path string, b []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old, ok := s.written[path]; ok && bytes.Equal(old, b) {

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -61,6 +62,23 @@ func TestNodePeers(t *testing.T) {
 	}
 }
 
+func TestRenderConf(t *testing.T) {
+	for _, tc := range []struct {
+		tmpl string
+		ok   bool
+	}{
+		{`{"subnet":"{{.PodCIDR}}"}`, true},
+		{`{"subnet":"{{.Nope}}"}`, false},
+		{`{"subnet":{{.PodCIDR}}}`, false}, // not JSON once rendered
+		{`{{`, false},
+	} {
+		_, err := RenderConf(tc.tmpl, ConfData{PodCIDR: "10.0.0.0/24", NodeName: "n"})
+		if (err == nil) != tc.ok {
+			t.Errorf("RenderConf(%q) = %v, want ok=%v", tc.tmpl, err, tc.ok)
+		}
+	}
+}
+
 func TestNamespaceTenants(t *testing.T) {
 	ns := func(name, tenant string) *corev1.Namespace {
 		n := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
@@ -85,7 +103,9 @@ func TestSyncer(t *testing.T) {
 	dir := t.TempDir()
 	client := fake.NewClientset(node("n1", "10.244.1.0/24", "198.18.0.2", nil))
 	s := &Syncer{Client: client, PeersFile: filepath.Join(dir, "peers.json"), MappingFile: filepath.Join(dir, "tenants.json"),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		NodeName: "n2", ConfFile: filepath.Join(dir, "net.d", "10-berth.conflist"),
+		ConfTemplate: `{"cniVersion":"1.1.0","name":"berth","plugins":[{"type":"berth","mode":"vxlan","nodeName":"{{.NodeName}}","ipam":{"subnet":"{{.PodCIDR}}"}}]}`}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if err := s.Run(ctx); err != nil {
@@ -118,8 +138,15 @@ func TestSyncer(t *testing.T) {
 	if p := peersNow(); len(p) != 1 {
 		t.Fatalf("a node without a pod CIDR joined: %v", p)
 	}
+	if _, err := os.Stat(s.ConfFile); err == nil {
+		t.Fatal("conflist written before the node had a pod CIDR")
+	}
 	api.Nodes().Update(ctx, node("n2", "10.244.2.0/24", "198.18.0.3", nil), metav1.UpdateOptions{})
 	waitFor("n2 to join", func() bool { return len(peersNow()) == 2 })
+	waitFor("the conflist", func() bool {
+		b, _ := os.ReadFile(s.ConfFile)
+		return bytes.Contains(b, []byte(`"subnet":"10.244.2.0/24"`)) && bytes.Contains(b, []byte(`"nodeName":"n2"`))
+	})
 	api.Nodes().Delete(ctx, "n1", metav1.DeleteOptions{})
 	waitFor("n1 to leave", func() bool { p := peersNow(); return len(p) == 1 && p[0].NodeName == "n2" })
 
