@@ -20,9 +20,10 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// cniManager owns the network configuration: the first conflist in the conf
-// dir, reloaded when the directory changes, and the libcni calls made with
-// it. libcni's cache lives in berth-cri's own root so its results never mix
+// cniManager owns the network configuration: every conflist in the conf
+// dir, the first (in lexical order) being the default network, reloaded
+// when the directory changes, and the libcni calls made with them. A pod
+// picks another network by name with the berth.dev/network annotation. libcni's cache lives in berth-cri's own root so its results never mix
 // with another runtime's /var/lib/cni.
 type cniManager struct {
 	cfg Config
@@ -30,7 +31,8 @@ type cniManager struct {
 	cni *libcni.CNIConfig
 
 	mu      sync.RWMutex
-	list    *libcni.NetworkConfigList
+	list    *libcni.NetworkConfigList            // the default network
+	byName  map[string]*libcni.NetworkConfigList // every loadable network
 	file    string
 	loadErr error
 
@@ -51,27 +53,42 @@ func newCNIManager(cfg Config, log *slog.Logger) (*cniManager, error) {
 // kubelet-era runtimes share, so an operator can stage a new file safely by
 // naming it later.
 func (m *cniManager) reload() {
-	list, file, err := loadFirstConf(m.cfg.CNIConfDir)
+	all, files, err := loadConfs(m.cfg.CNIConfDir)
+	var list *libcni.NetworkConfigList
+	var file string
+	byName := map[string]*libcni.NetworkConfigList{}
+	for i, l := range all {
+		if i == 0 {
+			list, file = l, files[0]
+		}
+		if _, dup := byName[l.Name]; !dup { // the first file of a name wins, as for the default
+			byName[l.Name] = l
+		}
+	}
 	m.mu.Lock()
-	changed := file != m.file || (err == nil) != (m.loadErr == nil)
-	m.list, m.file, m.loadErr = list, file, err
+	changed := file != m.file || (err == nil) != (m.loadErr == nil) || len(byName) != len(m.byName)
+	m.list, m.byName, m.file, m.loadErr = list, byName, file, err
 	m.mu.Unlock()
 	if changed {
 		if err != nil {
 			m.log.Warn("no usable CNI config", "dir", m.cfg.CNIConfDir, "err", err)
 		} else {
-			m.log.Info("CNI config loaded", "file", file, "network", list.Name, "cniVersion", list.CNIVersion)
+			m.log.Info("CNI config loaded", "file", file, "network", list.Name, "cniVersion", list.CNIVersion, "networks", len(byName))
 		}
 	}
 }
 
-func loadFirstConf(dir string) (*libcni.NetworkConfigList, string, error) {
+// loadConfs loads every usable config file in lexical order. Files that
+// fail to load are skipped; if none loads, the errors are returned.
+func loadConfs(dir string) ([]*libcni.NetworkConfigList, []string, error) {
 	files, err := libcni.ConfFiles(dir, []string{".conflist", ".conf", ".json"})
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	sort.Strings(files)
 	var errs []error
+	var lists []*libcni.NetworkConfigList
+	var names []string
 	for _, f := range files {
 		var list *libcni.NetworkConfigList
 		if strings.HasSuffix(f, ".conflist") {
@@ -90,12 +107,39 @@ func loadFirstConf(dir string) (*libcni.NetworkConfigList, string, error) {
 			errs = append(errs, fmt.Errorf("%s: no plugins", f))
 			continue
 		}
-		return list, f, nil
+		lists, names = append(lists, list), append(names, f)
+	}
+	if len(lists) > 0 {
+		return lists, names, nil
 	}
 	if len(errs) > 0 {
-		return nil, "", errors.Join(errs...)
+		return nil, nil, errors.Join(errs...)
 	}
-	return nil, "", fmt.Errorf("no network config found in %s", dir)
+	return nil, nil, fmt.Errorf("no network config found in %s", dir)
+}
+
+// NetworkAnnotation names the network (a conflist's "name") a pod joins
+// instead of the default one.
+const NetworkAnnotation = "berth.dev/network"
+
+// network returns the conflist a sandbox uses: the one its annotation
+// names, else the default.
+func (m *cniManager) network(sb *sandbox) (*libcni.NetworkConfigList, error) {
+	name := sb.Config.GetAnnotations()[NetworkAnnotation]
+	if name == "" {
+		return m.current()
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if l, ok := m.byName[name]; ok {
+		return l, nil
+	}
+	known := make([]string, 0, len(m.byName))
+	for n := range m.byName {
+		known = append(known, n)
+	}
+	sort.Strings(known)
+	return nil, fmt.Errorf("annotation %s: no CNI network %q in %s (have: %s)", NetworkAnnotation, name, m.cfg.CNIConfDir, strings.Join(known, ", "))
 }
 
 func (m *cniManager) current() (*libcni.NetworkConfigList, error) {
@@ -303,8 +347,8 @@ func parseQuantity(s string) (uint64, error) {
 
 // setup runs CNI ADD and returns the pod IPs from the eth0 interface, IPv4
 // first as kubelet expects the primary IP to be.
-func (m *cniManager) setup(ctx context.Context, rc *libcni.RuntimeConf) ([]string, error) {
-	list, err := m.current()
+func (m *cniManager) setup(ctx context.Context, sb *sandbox, rc *libcni.RuntimeConf) ([]string, error) {
+	list, err := m.network(sb)
 	if err != nil {
 		return nil, err
 	}
@@ -338,8 +382,8 @@ func podIPs(res cnitypes.Result) ([]string, error) {
 
 // teardown runs CNI DEL. A netns that is already gone still gets DEL
 // (with an empty path) so IPAM releases the address.
-func (m *cniManager) teardown(ctx context.Context, rc *libcni.RuntimeConf) error {
-	list, err := m.current()
+func (m *cniManager) teardown(ctx context.Context, sb *sandbox, rc *libcni.RuntimeConf) error {
+	list, err := m.network(sb)
 	if err != nil {
 		return err
 	}

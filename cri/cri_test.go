@@ -3,6 +3,8 @@ package cri
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -200,5 +202,42 @@ func TestProcStartTime(t *testing.T) {
 	}
 	if age := time.Since(st); age < 0 || age > 10*time.Minute {
 		t.Fatalf("start time %s is %s ago", st, age)
+	}
+}
+
+// TestNetworkSelection loads several conflists and picks one per pod by
+// the berth.dev/network annotation; the first file is the default.
+func TestNetworkSelection(t *testing.T) {
+	dir := t.TempDir()
+	write := func(file, name string) {
+		conf := `{"cniVersion":"1.0.0","name":"` + name + `","plugins":[{"type":"loopback"}]}`
+		if err := os.WriteFile(filepath.Join(dir, file), []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("10-vxlan.conflist", "overlay")
+	write("20-macvlan.conflist", "lan")
+	write("30-broken.conflist", "x\"") // not JSON: skipped, the others stay usable
+	m, err := newCNIManager(Config{CNIConfDir: dir, RootDir: t.TempDir()}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		annotation, want string
+		ok               bool
+	}{
+		{"", "overlay", true},
+		{"lan", "lan", true},
+		{"overlay", "overlay", true},
+		{"nope", "", false},
+	} {
+		sb := &sandbox{Config: &runtime.PodSandboxConfig{Annotations: map[string]string{}}}
+		if tc.annotation != "" {
+			sb.Config.Annotations[NetworkAnnotation] = tc.annotation
+		}
+		l, err := m.network(sb)
+		if (err == nil) != tc.ok || (err == nil && l.Name != tc.want) {
+			t.Errorf("network(%q) = %v, %v; want %q ok=%v", tc.annotation, l, err, tc.want, tc.ok)
+		}
 	}
 }

@@ -77,7 +77,7 @@ func (s *Service) teardownNetwork(ctx context.Context, sb *sandbox) error {
 			return nil
 		}
 	}
-	if err := s.cni.teardown(ctx, s.cni.runtimeConf(sb, s.cfg.TenantKey)); err != nil {
+	if err := s.cni.teardown(ctx, sb, s.cni.runtimeConf(sb, s.cfg.TenantKey)); err != nil {
 		sb.mu.Lock()
 		sb.CNIPending = true
 		sb.mu.Unlock()

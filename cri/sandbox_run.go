@@ -203,7 +203,7 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtime.PodSandboxConfig,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ips, cniErr = s.cni.setup(ctx, rc)
+			ips, cniErr = s.cni.setup(ctx, sb, rc)
 		}()
 	}
 	task, taskErr = cntr.NewTask(ctx, cio.NullIO)
@@ -219,7 +219,7 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtime.PodSandboxConfig,
 			sb.mu.Lock()
 			sb.NetNSPath = n.GetPath()
 			sb.mu.Unlock()
-			ips, cniErr = s.cni.setup(ctx, s.cni.runtimeConf(sb, s.cfg.TenantKey))
+			ips, cniErr = s.cni.setup(ctx, sb, s.cni.runtimeConf(sb, s.cfg.TenantKey))
 		}
 	}
 	if task != nil {
@@ -232,7 +232,7 @@ func (s *Service) runSandbox(ctx context.Context, cfg *runtime.PodSandboxConfig,
 		// Undo CNI whether or not ADD reported success: a plugin that
 		// failed halfway may still hold an address.
 		u.push(func(ctx context.Context) error {
-			err := s.cni.teardown(ctx, s.cni.runtimeConf(sb, s.cfg.TenantKey))
+			err := s.cni.teardown(ctx, sb, s.cni.runtimeConf(sb, s.cfg.TenantKey))
 			if err != nil {
 				keep = true
 				sb.mu.Lock()
