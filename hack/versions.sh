@@ -22,3 +22,15 @@ CSI_PROVISIONER_VERSION=v6.3.0
 CSI_RESIZER_VERSION=v1.14.0
 CSI_SNAPSHOTTER_VERSION=v8.7.0
 CSI_IMAGE_PREFIX=${CSI_IMAGE_PREFIX:-berth.dev}
+# kind node image (hack/kind/base-image.sh, hack/kind/node-image.sh). The base
+# is a debootstrap rootfs; bump KIND_BASE_REV to force a new one. The node
+# image is built for this Kubernetes version from _output/kind/bin.
+KIND_VERSION=v0.33.0
+KIND_BASE_SUITE=bookworm
+KIND_BASE_MIRROR=${KIND_BASE_MIRROR:-http://deb.debian.org/debian}
+KIND_BASE_REV=1
+KIND_BASE_IMAGE=${KIND_BASE_IMAGE:-berth.dev/kind-base:bookworm}
+KIND_ROOTFS_CACHE=${KIND_ROOTFS_CACHE:-$REPO_ROOT/_output/kind/rootfs-cache}
+KIND_K8S_VERSION=${KIND_K8S_VERSION:-v1.36.3}
+KIND_NODE_IMAGE=${KIND_NODE_IMAGE:-berth.dev/kind-node:$KIND_K8S_VERSION}
+KIND_OUTPUT=${KIND_OUTPUT:-$REPO_ROOT/_output/kind}
