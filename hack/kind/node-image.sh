@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# node-image.sh [--runtime-only]: build berth's kind node image,
+# $KIND_NODE_IMAGE (berth.dev/kind-node:v1.36.3), offline:
+#
+#   FROM $KIND_BASE_IMAGE (hack/kind/base-image.sh, built when missing)
+#   + hack/kind/node/rootfs   entrypoint, systemd units, containerd config,
+#                             /kind/bin helpers and /kind/manifests
+#   + containerd, containerd-shim-runc-v2, ctr, runc, crictl
+#                             from $CRI_TOOLS_BIN (hack/install-cri-tools.sh)
+#   + kubelet, kubeadm, kubectl from $KIND_BIN (hack/kind/build-k8s.sh)
+#   + bridge, host-local, loopback, portmap, bandwidth: Debian's reference
+#     CNI plugins (containernetworking-plugins, /usr/lib/cni)
+#   + every image tarball in $KIND_IMAGES (hack/kind/control-plane-images.sh),
+#     preloaded the way `kind build node-image` does it: run the built image
+#     with containerd started by hand, `ctr -n k8s.io images import` (content
+#     only, pinned), stop containerd, `docker commit`.
+#
+# --runtime-only builds $KIND_NODE_IMAGE_RUNTIME (no Kubernetes binaries, no
+# preload) for smoke-testing the boot path before Kubernetes is built.
+#
+# The image is rebuilt only when an input changed: a digest of every input is
+# kept in the image label dev.berth.kind.inputs. KIND_NODE_REBUILD=1 forces.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../versions.sh
+. "$here/../versions.sh"
+log() { printf '[kind-node] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+KIND_BIN=${KIND_BIN:-$KIND_OUTPUT/bin}
+KIND_IMAGES=${KIND_IMAGES:-$KIND_OUTPUT/images}
+KIND_NODE_IMAGE_RUNTIME=${KIND_NODE_IMAGE_RUNTIME:-${KIND_NODE_IMAGE%:*}:runtime-only}
+CNI_SRC=${CNI_SRC:-/usr/lib/cni}
+cni_plugins=(bridge host-local loopback portmap bandwidth)
+cri_bins=(containerd containerd-shim-runc-v2 ctr runc crictl)
+k8s_bins=(kubelet kubeadm kubectl)
+
+runtime_only=0
+case "${1:-}" in
+"") ;;
+--runtime-only) runtime_only=1 ;;
+*) sed -n '2,3p' "$0" >&2; exit 2 ;;
+esac
+[ "$(id -u)" -eq 0 ] || die "must run as root"
+command -v docker >/dev/null && docker version >/dev/null 2>&1 || die "the Docker Engine is not reachable"
+
+image=$KIND_NODE_IMAGE
+[ $runtime_only = 0 ] || image=$KIND_NODE_IMAGE_RUNTIME
+
+# --- inputs -----------------------------------------------------------------
+if [ $runtime_only = 0 ]; then
+	missing=()
+	for b in "${k8s_bins[@]}"; do [ -x "$KIND_BIN/$b" ] || missing+=("$b"); done
+	[ ${#missing[@]} -eq 0 ] || die "Kubernetes binaries missing from $KIND_BIN: ${missing[*]}." \
+		"Build them first with hack/kind/build-k8s.sh (or pass --runtime-only)."
+	have=$("$KIND_BIN/kubelet" --version | awk '{print $2}')
+	[ "$have" = "$KIND_K8S_VERSION" ] || die "$KIND_BIN/kubelet is $have, not $KIND_K8S_VERSION: rerun hack/kind/build-k8s.sh"
+fi
+
+for b in "${cri_bins[@]}"; do
+	[ -x "$CRI_TOOLS_BIN/$b" ] && continue
+	log "$CRI_TOOLS_BIN/$b missing: running hack/install-cri-tools.sh"
+	bash "$REPO_ROOT/hack/install-cri-tools.sh"
+	break
+done
+for b in "${cri_bins[@]}"; do [ -x "$CRI_TOOLS_BIN/$b" ] || die "$CRI_TOOLS_BIN/$b still missing"; done
+
+for p in "${cni_plugins[@]}"; do
+	[ -x "$CNI_SRC/$p" ] && continue
+	log "apt-get install containernetworking-plugins"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y -qq containernetworking-plugins >/dev/null ||
+		{ apt-get update -qq && apt-get install -y -qq containernetworking-plugins >/dev/null; }
+	break
+done
+for p in "${cni_plugins[@]}"; do [ -x "$CNI_SRC/$p" ] || die "$CNI_SRC/$p missing"; done
+
+bash "$here/base-image.sh"
+
+tarballs=()
+if [ $runtime_only = 0 ] && [ -d "$KIND_IMAGES" ]; then
+	shopt -s nullglob
+	tarballs=("$KIND_IMAGES"/*.tar)
+	shopt -u nullglob
+fi
+[ $runtime_only = 1 ] || [ ${#tarballs[@]} -gt 0 ] ||
+	log "WARNING: no image tarballs in $KIND_IMAGES (hack/kind/control-plane-images.sh): kubeadm init would have to pull"
+
+# --- staging context and cache key ------------------------------------------
+stage=$(mktemp -d "${TMPDIR:-/tmp}/kind-node.XXXXXX")
+build_ctr=""
+cleanup() {
+	[ -z "$build_ctr" ] || docker rm -f -v "$build_ctr" >/dev/null 2>&1 || true
+	rm -rf "$stage"
+}
+trap cleanup EXIT
+payload=$stage/payload
+mkdir -p "$payload/usr/local/bin" "$payload/usr/local/sbin" "$payload/usr/bin" "$payload/opt/cni/bin"
+cp -a "$here/node/rootfs" "$stage/rootfs"
+cp "$here/node/Dockerfile" "$stage/Dockerfile"
+for b in "${cri_bins[@]}"; do
+	dst=$payload/usr/local/bin
+	[ "$b" != runc ] || dst=$payload/usr/local/sbin
+	install -m 0755 "$CRI_TOOLS_BIN/$b" "$dst/$b"
+done
+for p in "${cni_plugins[@]}"; do install -m 0755 "$CNI_SRC/$p" "$payload/opt/cni/bin/$p"; done
+if [ $runtime_only = 0 ]; then
+	for b in "${k8s_bins[@]}"; do install -m 0755 "$KIND_BIN/$b" "$payload/usr/bin/$b"; done
+fi
+
+base_id=$(docker image inspect -f '{{.Id}}' "$KIND_BASE_IMAGE")
+inputs=$( {
+	echo "base $base_id k8s ${KIND_K8S_VERSION} runtime_only $runtime_only"
+	(cd "$stage" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+	for t in "${tarballs[@]}"; do echo "$(basename "$t") $(stat -c '%s %Y' "$t")"; done
+} | sha256sum | cut -c1-16)
+if [ "${KIND_NODE_REBUILD:-0}" != 1 ] &&
+	[ "$(docker image inspect -f '{{index .Config.Labels "dev.berth.kind.inputs"}}' "$image" 2>/dev/null)" = "$inputs" ]; then
+	log "up to date: $image (inputs $inputs)"
+	exit 0
+fi
+
+# --- docker build -----------------------------------------------------------
+start=$SECONDS
+stage_tag="$image-build"
+[ ${#tarballs[@]} -gt 0 ] || stage_tag=$image
+log "docker build $stage_tag FROM $KIND_BASE_IMAGE"
+buildlog=$KIND_OUTPUT/node-image.build.log
+mkdir -p "$KIND_OUTPUT"
+docker build --network=none \
+	--build-arg "BASE_IMAGE=$KIND_BASE_IMAGE" \
+	--build-arg "KUBERNETES_VERSION=$([ $runtime_only = 1 ] || echo "$KIND_K8S_VERSION")" \
+	--label "dev.berth.kind.inputs=$inputs" \
+	-t "$stage_tag" "$stage" >"$buildlog" 2>&1 ||
+	{ tail -n 30 "$buildlog" >&2; die "docker build failed (log: $buildlog)"; }
+log "docker build took $((SECONDS - start))s"
+
+# --- preload images (kind's nodeimage approach) -----------------------------
+if [ ${#tarballs[@]} -gt 0 ]; then
+	start=$SECONDS
+	build_ctr=berth-kind-node-build-$$
+	docker run -d --name "$build_ctr" --network=none --entrypoint=sleep \
+		--security-opt seccomp=unconfined "$stage_tag" infinity >/dev/null
+	# /var/lib/containerd is part of the container's rootfs here (no volume),
+	# so what containerd writes is what `docker commit` keeps. Only the
+	# content store and metadata are written (--no-unpack): the snapshotter
+	# is chosen per node at boot and CRI unpacks on first use.
+	docker exec "$build_ctr" bash -c 'nohup containerd >/tmp/containerd.log 2>&1 &'
+	docker exec "$build_ctr" bash -c 'for i in $(seq 1 50); do ctr version >/dev/null 2>&1 && exit 0; sleep 0.2; done; cat /tmp/containerd.log >&2; exit 1' ||
+		die "containerd did not start in the build container"
+	for t in "${tarballs[@]}"; do
+		log "preloading $(basename "$t")"
+		docker exec -i "$build_ctr" ctr --namespace=k8s.io images import \
+			--label=io.cri-containerd.pinned=pinned --all-platforms --no-unpack --digests - <"$t" >/dev/null ||
+			die "ctr images import $(basename "$t") failed"
+	done
+	preloaded=$(docker exec "$build_ctr" ctr --namespace=k8s.io images list -q | grep -v '@sha256:' | sort)
+	pause=$(docker exec "$build_ctr" sed -n "s/^[[:space:]]*sandbox[[:space:]]*=[[:space:]]*'\(.*\)'/\1/p" /etc/containerd/config.toml)
+	grep -qx "$pause" <<<"$preloaded" || log "WARNING: sandbox image $pause is not among the preloaded images"
+	if [ -x "$KIND_BIN/kubeadm" ]; then
+		for want in $("$KIND_BIN/kubeadm" config images list --kubernetes-version "$KIND_K8S_VERSION" 2>/dev/null); do
+			grep -qx "$want" <<<"$preloaded" || log "WARNING: kubeadm needs $want, which is not preloaded"
+		done
+	fi
+	# stop containerd cleanly (bolt db closed), then drop its runtime state
+	docker exec "$build_ctr" bash -c 'pkill -TERM -x containerd; for i in $(seq 1 50); do pgrep -x containerd >/dev/null || break; sleep 0.2; done
+		rm -rf /run/containerd /tmp/* /var/lib/containerd/tmpmounts /var/lib/containerd/io.containerd.snapshotter.v1.*/snapshots/*'
+	docker commit \
+		--change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \
+		--change 'CMD []' \
+		--change "LABEL dev.berth.kind.inputs=$inputs" \
+		"$build_ctr" "$image" >/dev/null
+	docker rm -f -v "$build_ctr" >/dev/null
+	build_ctr=""
+	docker rmi "$stage_tag" >/dev/null 2>&1 || true
+	log "preloaded $(wc -l <<<"$preloaded") images in $((SECONDS - start))s:"
+	sed 's/^/[kind-node]   /' <<<"$preloaded" >&2
+fi
+
+log "built $image ($(docker image inspect -f '{{.Size}}' "$image" | numfmt --to=iec))"
