@@ -34,3 +34,13 @@ KIND_ROOTFS_CACHE=${KIND_ROOTFS_CACHE:-$REPO_ROOT/_output/kind/rootfs-cache}
 KIND_K8S_VERSION=${KIND_K8S_VERSION:-v1.36.3}
 KIND_NODE_IMAGE=${KIND_NODE_IMAGE:-berth.dev/kind-node:$KIND_K8S_VERSION}
 KIND_OUTPUT=${KIND_OUTPUT:-$REPO_ROOT/_output/kind}
+# kind clusters: Kubernetes ($KIND_K8S_VERSION), etcd, CoreDNS and the kind
+# CLI ($KIND_VERSION) built by hack/kind/build-k8s.sh into $KIND_BIN, and the
+# control-plane images packed from them by hack/kind/control-plane-images.sh
+# into $KIND_IMAGES. The Kubernetes and etcd versions are also the require
+# lines of hack/kind/k8s/go.mod and hack/kind/k8s/etcd/go.mod; the scripts
+# refuse to run when they disagree.
+KIND_BIN=${KIND_BIN:-$KIND_OUTPUT/bin}
+KIND_IMAGES=${KIND_IMAGES:-$KIND_OUTPUT/images}
+ETCD_VERSION=v3.6.8
+COREDNS_VERSION=v1.15.0
