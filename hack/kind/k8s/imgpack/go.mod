@@ -1,0 +1,14 @@
+// Module imgpack is hack/kind/control-plane-images.sh's image packer. It is
+// its own module so that go-containerregistry's requirements never move the
+// versions the Kubernetes wrapper module (..) builds with.
+module github.com/berthdev/berth/hack/kind/k8s/imgpack
+
+go 1.25.0
+
+require github.com/google/go-containerregistry v0.22.1
+
+require (
+	github.com/klauspost/compress v1.19.2 // indirect
+	github.com/opencontainers/go-digest v1.0.0 // indirect
+	github.com/opencontainers/image-spec v1.1.1 // indirect
+)
