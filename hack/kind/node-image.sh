@@ -79,6 +79,12 @@ bash "$here/base-image.sh"
 
 tarballs=()
 if [ $runtime_only = 0 ] && [ -d "$KIND_IMAGES" ]; then
+	# control-plane-images.sh holds this lock while it writes tarballs;
+	# keep them stable (shared lock) until the image is committed
+	if [ -e "$KIND_IMAGES/.lock" ]; then
+		exec 8<"$KIND_IMAGES/.lock"
+		flock -s -w 1800 8 || die "hack/kind/control-plane-images.sh still holds $KIND_IMAGES/.lock"
+	fi
 	shopt -s nullglob
 	tarballs=("$KIND_IMAGES"/*.tar)
 	shopt -u nullglob
@@ -150,11 +156,13 @@ if [ ${#tarballs[@]} -gt 0 ]; then
 		die "containerd did not start in the build container"
 	for t in "${tarballs[@]}"; do
 		log "preloading $(basename "$t")"
-		docker exec -i "$build_ctr" ctr --namespace=k8s.io images import \
-			--label=io.cri-containerd.pinned=pinned --all-platforms --no-unpack --digests - <"$t" >/dev/null ||
+		# stderr only on failure: ctr warns about cgroup v1 on every call here
+		docker exec -i "$build_ctr" bash -c 'ctr --namespace=k8s.io images import \
+			--label=io.cri-containerd.pinned=pinned --all-platforms --no-unpack --digests - \
+			>/dev/null 2>/tmp/import.err || { cat /tmp/import.err >&2; exit 1; }' <"$t" ||
 			die "ctr images import $(basename "$t") failed"
 	done
-	preloaded=$(docker exec "$build_ctr" ctr --namespace=k8s.io images list -q | grep -v '@sha256:' | sort)
+	preloaded=$(docker exec "$build_ctr" ctr --namespace=k8s.io images list -q 2>/dev/null | grep -v -e '@sha256:' -e '^sha256:' | sort)
 	pause=$(docker exec "$build_ctr" sed -n "s/^[[:space:]]*sandbox[[:space:]]*=[[:space:]]*'\(.*\)'/\1/p" /etc/containerd/config.toml)
 	grep -qx "$pause" <<<"$preloaded" || log "WARNING: sandbox image $pause is not among the preloaded images"
 	if [ -x "$KIND_BIN/kubeadm" ]; then
