@@ -8,8 +8,8 @@
 #   + containerd, containerd-shim-runc-v2, ctr, runc, crictl
 #                             from $CRI_TOOLS_BIN (hack/install-cri-tools.sh)
 #   + kubelet, kubeadm, kubectl from $KIND_BIN (hack/kind/build-k8s.sh)
-#   + bridge, host-local, loopback, portmap, bandwidth: Debian's reference
-#     CNI plugins (containernetworking-plugins, /usr/lib/cni)
+#   + bridge, host-local, loopback, portmap, bandwidth: the reference CNI
+#     plugins at $KIND_CNI_PLUGINS_VERSION, go-installed into $KIND_OUTPUT/cni
 #   + every image tarball in $KIND_IMAGES (hack/kind/control-plane-images.sh),
 #     preloaded the way `kind build node-image` does it: run the built image
 #     with containerd started by hand, `ctr -n k8s.io images import` (content
@@ -30,7 +30,7 @@ die() { log "ERROR: $*"; exit 1; }
 KIND_BIN=${KIND_BIN:-$KIND_OUTPUT/bin}
 KIND_IMAGES=${KIND_IMAGES:-$KIND_OUTPUT/images}
 KIND_NODE_IMAGE_RUNTIME=${KIND_NODE_IMAGE_RUNTIME:-${KIND_NODE_IMAGE%:*}:runtime-only}
-CNI_SRC=${CNI_SRC:-/usr/lib/cni}
+CNI_SRC=${CNI_SRC:-$KIND_OUTPUT/cni}
 cni_plugins=(bridge host-local loopback portmap bandwidth)
 cri_bins=(containerd containerd-shim-runc-v2 ctr runc crictl)
 k8s_bins=(kubelet kubeadm kubectl)
@@ -65,16 +65,6 @@ for b in "${cri_bins[@]}"; do
 done
 for b in "${cri_bins[@]}"; do [ -x "$CRI_TOOLS_BIN/$b" ] || die "$CRI_TOOLS_BIN/$b still missing"; done
 
-for p in "${cni_plugins[@]}"; do
-	[ -x "$CNI_SRC/$p" ] && continue
-	log "apt-get install containernetworking-plugins"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y -qq containernetworking-plugins >/dev/null ||
-		{ apt-get update -qq && apt-get install -y -qq containernetworking-plugins >/dev/null; }
-	break
-done
-for p in "${cni_plugins[@]}"; do [ -x "$CNI_SRC/$p" ] || die "$CNI_SRC/$p missing"; done
-
 bash "$here/base-image.sh"
 
 tarballs=()
@@ -104,12 +94,32 @@ payload=$stage/payload
 mkdir -p "$payload/usr/local/bin" "$payload/usr/local/sbin" "$payload/usr/bin" "$payload/opt/cni/bin"
 cp -a "$here/node/rootfs" "$stage/rootfs"
 cp "$here/node/Dockerfile" "$stage/Dockerfile"
+# The berth recipe (hack/kind/berth): berth-cri, off unless the cluster's
+# kind config mounts /etc/berth/recipe-berth.
+mkdir -p "$stage/rootfs/etc/berth" "$stage/rootfs/etc/systemd/system/containerd.service.d"
+install -m 0644 "$here/berth/berth-cri.service" "$stage/rootfs/etc/systemd/system/berth-cri.service"
+install -m 0644 "$here/berth/10-berth-recipe.conf" "$stage/rootfs/etc/systemd/system/containerd.service.d/10-berth-recipe.conf"
+install -m 0644 "$here/berth/cri.toml" "$stage/rootfs/etc/berth/cri.toml"
+install -m 0644 "$here/berth/containerd-berth.toml" "$stage/rootfs/etc/berth/containerd-berth.toml"
+(cd "$REPO_ROOT" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags "-s -w" \
+	-o "$payload/usr/local/bin/berth-cri" ./cmd/berth-cri) || die "go build ./cmd/berth-cri failed"
 for b in "${cri_bins[@]}"; do
 	dst=$payload/usr/local/bin
 	[ "$b" != runc ] || dst=$payload/usr/local/sbin
 	install -m 0755 "$CRI_TOOLS_BIN/$b" "$dst/$b"
 done
-for p in "${cni_plugins[@]}"; do install -m 0755 "$CNI_SRC/$p" "$payload/opt/cni/bin/$p"; done
+# The reference plugins at $KIND_CNI_PLUGINS_VERSION, not Debian's 1.1.1:
+# those predate CNI 1.1's STATUS verb and fail it ("missing containerID"),
+# which a 1.1.0 conflist (berth's) makes the runtime call.
+for p in "${cni_plugins[@]}"; do
+	if [ ! -x "$CNI_SRC/$p" ]; then
+		case $p in host-local) pkg=ipam/$p ;; portmap | bandwidth) pkg=meta/$p ;; *) pkg=main/$p ;; esac
+		log "go install containernetworking/plugins $pkg@$KIND_CNI_PLUGINS_VERSION"
+		(cd / && CGO_ENABLED=0 GOBIN=$CNI_SRC GOFLAGS=-buildvcs=false go install -ldflags "-s -w" \
+			"github.com/containernetworking/plugins/plugins/$pkg@$KIND_CNI_PLUGINS_VERSION") || die "building CNI plugin $p failed"
+	fi
+	install -m 0755 "$CNI_SRC/$p" "$payload/opt/cni/bin/$p"
+done
 if [ $runtime_only = 0 ]; then
 	for b in "${k8s_bins[@]}"; do install -m 0755 "$KIND_BIN/$b" "$payload/usr/bin/$b"; done
 fi
