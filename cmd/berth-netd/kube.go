@@ -42,6 +42,17 @@ func startKubernetes(ctx context.Context, o options, logger *slog.Logger) (optio
 	if err != nil {
 		return o, fmt.Errorf("--kubernetes: %w", err)
 	}
+	// Traffic between a pod and another node's own address is asymmetric
+	// in VXLAN mode: it leaves through the underlay link and comes back
+	// through berth.<vni> (the route to the pod CIDR). Strict reverse-path
+	// filtering drops it, which breaks every Service whose endpoints are
+	// node addresses (the API server). Loose mode (2) on "all" makes every
+	// interface at least loose, as the kernel takes the maximum.
+	if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/rp_filter", []byte("2"), 0); err != nil {
+		logger.Warn("could not set loose reverse-path filtering; pod traffic to node addresses may be dropped", "err", err)
+	} else {
+		logger.Info("reverse-path filtering set to loose (net.ipv4.conf.all.rp_filter=2)")
+	}
 	s := &kube.Syncer{Client: client, PeersFile: o.peersFile, MappingFile: o.mappingFile, Logger: logger.With("component", "kube")}
 	if o.confFile != "" {
 		if o.confTemplate == "" {

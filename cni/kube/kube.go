@@ -101,19 +101,24 @@ func underlayIP(n *corev1.Node) (string, error) {
 	return "", fmt.Errorf("no IPv4 InternalIP and no %s annotation", AnnotationUnderlayIP)
 }
 
-// NamespaceTenants maps namespaces labelled berth.dev/tenant to their
-// tenant. Invalid tenant names are left out and reported: berth-cni would
-// refuse the whole file otherwise.
+// NamespaceTenants maps every namespace to its tenant: the berth.dev/tenant
+// label's value, or the default tenant. In a cluster, isolation is opt-in:
+// without the mapping, berth-cni would make each namespace its own tenant,
+// cutting every pod off from kube-system (cluster DNS) and from every other
+// namespace. Invalid tenant names are reported and fall back to the default
+// tenant: berth-cni would refuse the whole file otherwise.
 func NamespaceTenants(nss []*corev1.Namespace) (map[string]string, []Skip) {
 	m := map[string]string{}
 	var skips []Skip
 	for _, ns := range nss {
 		t, ok := ns.Labels[LabelTenant]
 		if !ok {
+			m[ns.Name] = tenant.Default
 			continue
 		}
 		if !tenant.Valid(t) {
-			skips = append(skips, Skip{ns.Name, fmt.Sprintf("label %s: %q is not a valid tenant name", LabelTenant, t)})
+			skips = append(skips, Skip{ns.Name, fmt.Sprintf("label %s: %q is not a valid tenant name; the namespace stays in the default tenant", LabelTenant, t)})
+			m[ns.Name] = tenant.Default
 			continue
 		}
 		m[ns.Name] = t

@@ -88,7 +88,7 @@ func TestNamespaceTenants(t *testing.T) {
 		return n
 	}
 	m, skips := NamespaceTenants([]*corev1.Namespace{ns("team-a-dev", "team-a"), ns("team-a-prod", "team-a"), ns("plain", ""), ns("bad", "Not Valid")})
-	if want := map[string]string{"team-a-dev": "team-a", "team-a-prod": "team-a"}; !reflect.DeepEqual(m, want) {
+	if want := map[string]string{"team-a-dev": "team-a", "team-a-prod": "team-a", "plain": "default", "bad": "default"}; !reflect.DeepEqual(m, want) {
 		t.Errorf("mapping = %v, want %v", m, want)
 	}
 	if len(skips) != 1 || skips[0].Node != "bad" {
