@@ -12,7 +12,7 @@ export GOFLAGS
 # kernel datapath (shaping, BPF) and containerd, and two cores.
 TEST_TIMEOUT ?= 40m
 
-.PHONY: help build test unit integration vet generate perf e2e up down clean install critest
+.PHONY: help build test unit integration vet generate perf e2e up down clean install critest kind-up kind-down
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -60,8 +60,14 @@ critest: ## CRI conformance (critest v1.36) against berth-cri and containerd's o
 perf: ## network, dataplane, CRI and CSI reports (iperf3, shaping, RTT, ADD latency, pod start latency, RSS, fio) under test/perf/results
 	bash hack/perf.sh
 
-e2e: ## kind end-to-end suites
-	@echo "make e2e: the kind cluster and its suites do not exist yet (kind issue); nothing to run." >&2; exit 1
+e2e: ## end-to-end suites (test/e2e) against the kind cluster from `make kind-up` (context kind-berth)
+	BERTH_E2E=1 PATH=$(CURDIR)/_output/kind/bin:$$PATH $(GO) test -count=1 -v -timeout 60m ./test/e2e/
+
+kind-up: ## (work in progress) offline kind cluster "berth" on berth-cri, berth-cni and berth-csi
+	bash hack/kind/up.sh
+
+kind-down: ## delete the kind cluster "berth"
+	bash hack/kind/cluster.sh delete --name berth
 
 up: ## standalone two-node demo in network namespaces
 	bash hack/demo.sh up

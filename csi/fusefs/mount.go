@@ -47,6 +47,11 @@ func (c MountConfig) options() *fuse.MountOptions {
 		// default of 12 background requests.
 		MaxBackground:      64,
 		DisableReadDirPlus: true,
+		// Passthrough refuses (ELOOP) a backing file whose filesystem is
+		// stacked as deep as this; 2, the kernel's maximum, lets the store
+		// live on overlayfs, as it does inside a kind node. The price is
+		// that a volume cannot itself be an overlayfs layer.
+		MaxStackDepth: 2,
 		// Writers open with direct I/O (see FS.opened); these keep mmap and
 		// the kernel's asynchronous direct I/O working for them.
 		ExtraCapabilities: fuse.CAP_DIRECT_IO_ALLOW_MMAP | fuse.CAP_ASYNC_DIO | fuse.CAP_PARALLEL_DIROPS,
