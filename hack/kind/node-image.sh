@@ -95,13 +95,14 @@ mkdir -p "$payload/usr/local/bin" "$payload/usr/local/sbin" "$payload/usr/bin" "
 cp -a "$here/node/rootfs" "$stage/rootfs"
 cp "$here/node/Dockerfile" "$stage/Dockerfile"
 # The berth recipe (hack/kind/berth): berth-cri, off unless the cluster's
-# kind config mounts /etc/berth/recipe-berth.
+# kind config mounts /etc/berth/recipe-berth. kubelet shows the runtime
+# version only when it parses as semver ("dev" shows as "Unknown").
 mkdir -p "$stage/rootfs/etc/berth" "$stage/rootfs/etc/systemd/system/containerd.service.d"
 install -m 0644 "$here/berth/berth-cri.service" "$stage/rootfs/etc/systemd/system/berth-cri.service"
 install -m 0644 "$here/berth/10-berth-recipe.conf" "$stage/rootfs/etc/systemd/system/containerd.service.d/10-berth-recipe.conf"
 install -m 0644 "$here/berth/cri.toml" "$stage/rootfs/etc/berth/cri.toml"
 install -m 0644 "$here/berth/containerd-berth.toml" "$stage/rootfs/etc/berth/containerd-berth.toml"
-(cd "$REPO_ROOT" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags "-s -w" \
+(cd "$REPO_ROOT" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags "-s -w -X main.version=0.1.0-dev" \
 	-o "$payload/usr/local/bin/berth-cri" ./cmd/berth-cri) || die "go build ./cmd/berth-cri failed"
 for b in "${cri_bins[@]}"; do
 	dst=$payload/usr/local/bin
