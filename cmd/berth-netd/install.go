@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 
 	"github.com/spf13/cobra"
+
+	"github.com/berthdev/berth/internal/atomicfile"
 )
 
 // newInstallCommand copies the CNI plugin binary out of the image onto the
@@ -32,8 +34,8 @@ func newInstallCommand() *cobra.Command {
 	return cmd
 }
 
-// installFile writes a temporary file beside dst and renames it over dst,
-// so a concurrent exec sees either the old binary or the new one.
+// installFile replaces dst atomically, so a concurrent exec sees either
+// the old binary or the new one.
 func installFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
@@ -43,25 +45,8 @@ func installFile(src, dst string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".")
-	if err != nil {
+	return atomicfile.Write(dst, 0o755, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
 		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := io.Copy(tmp, in); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o755); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), dst)
+	})
 }

@@ -29,6 +29,8 @@ import (
 
 	"github.com/berthdev/berth/cni/overlay"
 	"github.com/berthdev/berth/cni/tenant"
+
+	"github.com/berthdev/berth/internal/atomicfile"
 )
 
 // Annotations and labels berth reads from the API.
@@ -286,38 +288,15 @@ func (s *Syncer) writeRaw(path string, b []byte) {
 		s.written[path] = b
 		return
 	}
-	if err := writeAtomic(path, b); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		s.Logger.Error("write", "file", path, "err", err)
+		return
+	}
+	if err := atomicfile.WriteBytes(path, b, 0o644); err != nil {
 		s.Logger.Error("write", "file", path, "err", err)
 		return
 	}
 	s.written[path] = b
 	s.Writes++
 	s.Logger.Info("updated from the API", "file", path, "bytes", len(b))
-}
-
-func writeAtomic(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

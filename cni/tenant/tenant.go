@@ -13,6 +13,8 @@ import (
 	"sort"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berthdev/berth/internal/atomicfile"
 )
 
 // Default is the tenant of pods that name none and have no namespace
@@ -197,33 +199,5 @@ func (r Registry) locked(fn func(*registryFile) (bool, error)) error {
 		return err
 	}
 	out, _ := json.MarshalIndent(f, "", "  ")
-	return writeAtomic(r.Path, out)
-}
-
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.WriteBytes(r.Path, out, 0o600)
 }
