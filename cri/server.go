@@ -27,6 +27,8 @@ import (
 type Service struct {
 	runtime.UnimplementedRuntimeServiceServer
 
+	metricsWarn sync.Once // first failure of a shim's Metrics, at warn
+
 	cfg    Config
 	log    *slog.Logger
 	client *containerd.Client

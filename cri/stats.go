@@ -61,6 +61,12 @@ func (s *Service) taskUsage(ctx context.Context, task containerd.Task) (*runtime
 	}
 	m, err := task.Metrics(ctx)
 	if err != nil || m == nil || m.Data == nil {
+		// Stats are polled constantly; say why they are missing once, at
+		// warn, and every time at debug.
+		s.metricsWarn.Do(func() {
+			s.log.Warn("container metrics unavailable from the shim (later failures are logged at debug)", "err", err)
+		})
+		s.log.Debug("container metrics unavailable", "err", err)
 		return nil, nil
 	}
 	v, err := typeurl.UnmarshalAny(m.Data)

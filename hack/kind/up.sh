@@ -21,6 +21,29 @@ run() { step=$1; shift; local s=$SECONDS; log "$step"; "$@"; log "  done in $((S
 k() { kubectl --context "$CTX" "$@"; }
 
 [ "$(id -u)" -eq 0 ] || { log "make up must run as root"; exit 1; }
+
+# On a cgroup v1 host that leaves some controllers unmounted (this machine:
+# hugetlb, perf_event, net_cls,net_prio), a kind node's systemd creates
+# cgroups in those hierarchies, which then stay attached to the host with
+# no mount point; every runc shim's stats on the host fail from then on.
+# Mount them the way systemd does on an ordinary host, before kind starts.
+mount_v1_controllers() {
+	[ -d /sys/fs/cgroup/memory ] || return 0 # cgroup v2 only: nothing to do
+	local name hier
+	while read -r name hier _ enabled; do
+		case $name in '#'*) continue ;; esac
+		[ "$enabled" = 1 ] || continue
+		# controllers sharing a hierarchy mount together (net_cls,net_prio)
+		local group
+		group=$(awk -v h="$hier" '$2 == h && $1 !~ /^#/ {print $1}' /proc/cgroups | paste -sd, -)
+		if ! awk -v g="$group" '$3 == "cgroup" && $4 ~ "(^|,)" g "(,|$)"' /proc/mounts | grep -q .; then
+			[ -d "/sys/fs/cgroup/$group" ] && mountpoint -q "/sys/fs/cgroup/$group" && continue
+			mkdir -p "/sys/fs/cgroup/$group"
+			mount -t cgroup -o "$group" cgroup "/sys/fs/cgroup/$group" && log "mounted cgroup v1 $group"
+		fi
+	done </proc/cgroups
+}
+run "mount the host's unmounted cgroup v1 controllers" mount_v1_controllers
 run "install host dependencies" bash "$repo/hack/install-deps.sh"
 run "containerd, runc, crictl" bash "$repo/hack/install-cri-tools.sh"
 run "Kubernetes $KIND_K8S_VERSION, etcd, CoreDNS, kind (first run ~25 min)" bash "$here/build-k8s.sh"
