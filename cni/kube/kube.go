@@ -43,9 +43,9 @@ const (
 	LabelTenant = "berth.dev/tenant"
 )
 
-// Skip says why a Node is not a peer.
+// Skip says why an object (a Node or a Namespace) was left out.
 type Skip struct {
-	Node, Reason string
+	Name, Reason string
 }
 
 // NodePeers turns Nodes into overlay peers. A node without a pod CIDR (not
@@ -170,7 +170,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 		}
 		peers, skips := NodePeers(list)
 		for _, sk := range skips {
-			s.Logger.Info("node is not an overlay peer yet", "node", sk.Node, "reason", sk.Reason)
+			s.Logger.Info("node is not an overlay peer yet", "node", sk.Name, "reason", sk.Reason)
 		}
 		s.write(s.PeersFile, peers)
 		if s.ConfFile != "" {
@@ -192,7 +192,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 			}
 			m, skips := NamespaceTenants(list)
 			for _, sk := range skips {
-				s.Logger.Warn("namespace tenant label ignored", "namespace", sk.Node, "reason", sk.Reason)
+				s.Logger.Warn("namespace tenant label ignored", "namespace", sk.Name, "reason", sk.Reason)
 			}
 			s.write(s.MappingFile, m)
 		}

@@ -91,7 +91,7 @@ func TestNamespaceTenants(t *testing.T) {
 	if want := map[string]string{"team-a-dev": "team-a", "team-a-prod": "team-a", "plain": "default", "bad": "default"}; !reflect.DeepEqual(m, want) {
 		t.Errorf("mapping = %v, want %v", m, want)
 	}
-	if len(skips) != 1 || skips[0].Node != "bad" {
+	if len(skips) != 1 || skips[0].Name != "bad" {
 		t.Errorf("skips = %v", skips)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/berthdev/berth/csi/fdstore"
 	"github.com/berthdev/berth/csi/fusefs"
 	"github.com/berthdev/berth/csi/store"
+	"github.com/berthdev/berth/internal/atomicfile"
 	"github.com/berthdev/berth/internal/mountinfo"
 )
 
@@ -46,16 +47,18 @@ func (d *Driver) stagePath(id store.ID) string {
 	return filepath.Join(d.cfg.StateDir, "staged", id.Hex+".json")
 }
 
-// persist saves the stage record and the volume's measured usage.
+// persist saves the stage record, durably (a restart takes the volume
+// over from it), and the volume's measured usage.
 func (sv *stagedVolume) persist(d *Driver) {
 	b, _ := json.Marshal(sv.rec)
-	tmp := d.stagePath(sv.id) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err == nil {
-		os.Rename(tmp, d.stagePath(sv.id))
+	if err := atomicfile.WriteBytes(d.stagePath(sv.id), b, 0o600); err != nil {
+		d.log.Error("stage record not saved; a restart will not find this volume", "volume", sv.rec.VolumeID, "err", err)
 	}
 	if v, err := d.store.Volume(sv.id); err == nil {
 		v.Used, _, v.Inodes, _ = sv.fs.Quota().Usage()
-		d.store.SaveVolume(v)
+		if err := d.store.SaveVolume(v); err != nil {
+			d.log.Warn("volume usage not saved", "volume", v.ID, "err", err)
+		}
 	}
 }
 

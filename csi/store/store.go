@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/berthdev/berth/internal/atomicfile"
 )
 
 // Kinds of object, and the prefix of their IDs.
@@ -167,26 +169,14 @@ func (s *Store) recordPath(id ID) string {
 // Local reports whether the ID belongs to this node.
 func (s *Store) Local(id ID) bool { return id.Node == s.Node }
 
+// writeJSON replaces a record atomically and durably: a crash leaves the
+// old record or the new one.
 func writeJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	f.Close()
-	return os.Rename(tmp, path)
+	return atomicfile.WriteBytes(path, b, 0o600)
 }
 
 func readJSON(path string, v any) error {
