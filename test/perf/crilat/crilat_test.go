@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -74,7 +73,6 @@ func TestCRILatency(t *testing.T) {
 	defer stop()
 
 	t0 := time.Now()
-	cpu0 := perfnet.ReadCPUTimes()
 	rep := &Report{Mode: mode, Params: params, Env: collectEnv(t, tools, t0), Reproduce: reproduce(mode)}
 	_, hostsDir := crienv.EnsureRegistry(t)
 	// One conflist for both runtimes, so the network is not a difference
@@ -266,8 +264,7 @@ func TestCRILatency(t *testing.T) {
 		}
 	}
 
-	rep.Env.LoadAvgEnd = perfnet.LoadAvg()
-	rep.Env.CPUBusyPct, rep.Env.CPUStealPct = cpu0.UsageSince(perfnet.ReadCPUTimes())
+	rep.Env.End()
 	rep.Env.DurationSeconds = time.Since(t0).Seconds()
 	rep.Finalize()
 	if err := WriteOutputs(outDir, rep); err != nil {
@@ -603,17 +600,7 @@ func tail(path string, n int) string {
 
 // collectEnv describes the machine and the versions measured.
 func collectEnv(t *testing.T, tools crienv.Paths, t0 time.Time) Env {
-	e := Env{
-		Date:         t0.UTC().Format(time.RFC3339),
-		Kernel:       perfnet.ReadTrim("/proc/sys/kernel/osrelease"),
-		OS:           perfnet.OSRelease(),
-		CPUs:         runtime.NumCPU(),
-		CPUModel:     perfnet.CPUModel(),
-		MemTotal:     perfnet.MemTotal(),
-		GoVersion:    runtime.Version(),
-		LoadAvgStart: perfnet.LoadAvg(),
-	}
-	e.Hostname, _ = os.Hostname()
+	e := Env{Host: perfnet.CollectHost(t0, crienv.RepoRoot(t))}
 	out := func(name string, args ...string) string {
 		b, err := exec.Command(name, args...).Output()
 		if err != nil {
@@ -625,13 +612,6 @@ func collectEnv(t *testing.T, tools crienv.Paths, t0 time.Time) Env {
 	e.Runc = out(tools.Runc, "--version")
 	e.CNIPlugins = "containernetworking-plugins " + out("dpkg-query", "-W", "-f=${Version}", "containernetworking-plugins") +
 		" (Debian, /usr/lib/cni): bridge, host-local, portmap, loopback"
-	root := crienv.RepoRoot(t)
-	if c := out("git", "-C", root, "rev-parse", "--short", "HEAD"); c != "?" {
-		e.GitCommit = c
-		if st := out("git", "-C", root, "status", "--porcelain", "--untracked-files=no"); st != "" && st != "?" {
-			e.GitCommit += " + uncommitted changes"
-		}
-	}
 	return e
 }
 

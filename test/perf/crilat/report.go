@@ -17,6 +17,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/berthdev/berth/test/perf/perfnet"
 	"github.com/berthdev/berth/test/perf/report"
 )
 
@@ -76,23 +77,11 @@ type Params struct {
 
 // Env describes the machine and the software measured.
 type Env struct {
-	Date            string  `json:"date"`
-	Hostname        string  `json:"hostname"`
-	Kernel          string  `json:"kernel"`
-	OS              string  `json:"os"`
-	CPUs            int     `json:"cpus"`
-	CPUModel        string  `json:"cpuModel"`
-	MemTotal        string  `json:"memTotal"`
-	GoVersion       string  `json:"goVersion"`
+	perfnet.Host
 	Containerd      string  `json:"containerd"`
 	Runc            string  `json:"runc"`
 	CNIPlugins      string  `json:"cniPlugins"`
 	Network         string  `json:"network"`
-	GitCommit       string  `json:"gitCommit,omitempty"`
-	LoadAvgStart    string  `json:"loadavgStart"`
-	LoadAvgEnd      string  `json:"loadavgEnd"`
-	CPUBusyPct      float64 `json:"cpuBusyPct"`  // all CPUs, whole run, everything on the machine
-	CPUStealPct     float64 `json:"cpuStealPct"` // hypervisor steal over the run
 	DurationSeconds float64 `json:"durationSeconds"`
 }
 
@@ -754,12 +743,7 @@ func Markdown(r *Report) string {
 	}
 
 	w("## Environment\n\n")
-	w("%s\n", report.Table([]string{"what", "value"}, [][]string{
-		{"date", r.Env.Date},
-		{"kernel", r.Env.Kernel},
-		{"OS", r.Env.OS},
-		{"CPUs", fmt.Sprintf("%d × %s", r.Env.CPUs, r.Env.CPUModel)},
-		{"memory", r.Env.MemTotal},
+	w("%s\n", report.Table([]string{"what", "value"}, append(r.Env.Rows(), [][]string{
 		{"containerd", r.Env.Containerd},
 		{"runc", r.Env.Runc},
 		{"CNI plugins", r.Env.CNIPlugins},
@@ -768,7 +752,7 @@ func Markdown(r *Report) string {
 		{"Go", r.Env.GoVersion},
 		{"berth commit", r.Env.GitCommit},
 		{"load average (start / end)", r.Env.LoadAvgStart + " / " + r.Env.LoadAvgEnd},
-	}))
+	}...)))
 	return b.String()
 }
 

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/berthdev/berth/test/perf/perfnet"
 )
 
 // pods makes n fully successful samples with start = base+i ms and
@@ -98,7 +100,7 @@ func sampleReport(berthBase, refBase float64, berthGrowthKiB, refGrowthKiB int64
 	}
 	return &Report{Mode: "full", Params: Params{Pods: 50, Concurrency: 10, RSSPods: 100, Image: busybox, Command: command,
 		SandboxImage: "pause", SettleSeconds: 10, RSSSamples: 3},
-		Env:       Env{Date: "2026-01-01T00:00:00Z", Kernel: "6.1", CPUs: 2, DurationSeconds: 125},
+		Env:       Env{Host: perfnet.Host{Date: "2026-01-01T00:00:00Z", Kernel: "6.1", CPUs: 2}, DurationSeconds: 125},
 		Runtimes:  []*Runtime{mk(Berth, berthBase, berthGrowthKiB), mk(Reference, refBase, refGrowthKiB)},
 		Reproduce: []string{"hack/perf-cri.sh"}}
 }

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -76,7 +75,6 @@ func TestCSIFio(t *testing.T) {
 	defer stop()
 
 	t0 := time.Now()
-	cpu0 := perfnet.ReadCPUTimes()
 	rep := &Report{Mode: mode, Params: params, Jobs: Jobs(), Reproduce: reproduce(mode), Env: collectEnv(root, fio, t0)}
 	sweepStale(t, os.TempDir())
 
@@ -293,8 +291,7 @@ func TestCSIFio(t *testing.T) {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("%d fio run(s) failed; see Errors.", n))
 	}
 
-	rep.Env.LoadAvgEnd = perfnet.LoadAvg()
-	rep.Env.CPUBusyPct, rep.Env.CPUStealPct = cpu0.UsageSince(perfnet.ReadCPUTimes())
+	rep.Env.End()
 	rep.Env.DurationSeconds = time.Since(t0).Seconds()
 	rep.Finalize()
 	if err := WriteOutputs(outDir, rep); err != nil {
@@ -566,17 +563,7 @@ func goFuse(deps []*debug.Module) string {
 
 // collectEnv describes the machine and the versions measured.
 func collectEnv(root, fio string, t0 time.Time) Env {
-	e := Env{
-		Date:         t0.UTC().Format(time.RFC3339),
-		Kernel:       perfnet.ReadTrim("/proc/sys/kernel/osrelease"),
-		OS:           perfnet.OSRelease(),
-		CPUs:         runtime.NumCPU(),
-		CPUModel:     perfnet.CPUModel(),
-		MemTotal:     perfnet.MemTotal(),
-		GoVersion:    runtime.Version(),
-		LoadAvgStart: perfnet.LoadAvg(),
-	}
-	e.Hostname, _ = os.Hostname()
+	e := Env{Host: perfnet.CollectHost(t0, root)}
 	out := func(name string, args ...string) (string, bool) {
 		b, err := exec.Command(name, args...).Output()
 		if err != nil {
@@ -593,12 +580,6 @@ func collectEnv(root, fio string, t0 time.Time) Env {
 	e.GoFuseAnchor = "?"
 	if v, ok := out("go", "-C", root, "list", "-m", "github.com/hanwen/go-fuse/v2"); ok {
 		e.GoFuseAnchor = v
-	}
-	if c, ok := out("git", "-C", root, "rev-parse", "--short", "HEAD"); ok {
-		e.GitCommit = c
-		if st, ok := out("git", "-C", root, "status", "--porcelain", "--untracked-files=no"); ok && st != "" {
-			e.GitCommit += " + uncommitted changes"
-		}
 	}
 	e.CSIWorkTree = "clean (as committed)"
 	if st, ok := out("git", "-C", root, "status", "--porcelain", "--", "csi", "cmd/berth-csi"); ok && st != "" {

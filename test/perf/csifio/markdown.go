@@ -162,12 +162,7 @@ func Markdown(r *Report) string {
 	}
 
 	w("## Environment\n\n")
-	w("%s\n", report.Table([]string{"what", "value"}, [][]string{
-		{"date", r.Env.Date},
-		{"kernel", r.Env.Kernel},
-		{"OS", r.Env.OS},
-		{"CPUs", fmt.Sprintf("%d × %s", r.Env.CPUs, r.Env.CPUModel)},
-		{"memory", r.Env.MemTotal},
+	w("%s\n", report.Table([]string{"what", "value"}, append(r.Env.Rows(), [][]string{
 		{"fio", r.Env.Fio},
 		{"go-fuse (berth-csi binary)", r.Env.GoFuseBerth},
 		{"go-fuse (anchor)", r.Env.GoFuseAnchor},
@@ -180,7 +175,7 @@ func Markdown(r *Report) string {
 		{"berth commit", r.Env.GitCommit},
 		{"csi/ work tree when built", r.Env.CSIWorkTree},
 		{"load average (start / end)", r.Env.LoadAvgStart + " / " + r.Env.LoadAvgEnd},
-	}))
+	}...)))
 	return b.String()
 }
 

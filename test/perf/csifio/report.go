@@ -19,6 +19,7 @@ import (
 	"strings"
 
 	"github.com/berthdev/berth/test/perf/crilat"
+	"github.com/berthdev/berth/test/perf/perfnet"
 	"github.com/berthdev/berth/test/perf/report"
 )
 
@@ -83,14 +84,7 @@ type Params struct {
 
 // Env describes the machine and the software measured.
 type Env struct {
-	Date            string   `json:"date"`
-	Hostname        string   `json:"hostname"`
-	Kernel          string   `json:"kernel"`
-	OS              string   `json:"os"`
-	CPUs            int      `json:"cpus"`
-	CPUModel        string   `json:"cpuModel"`
-	MemTotal        string   `json:"memTotal"`
-	GoVersion       string   `json:"goVersion"`
+	perfnet.Host
 	Fio             string   `json:"fio"`
 	GoFuseBerth     string   `json:"goFuseBerth"`  // go-fuse in the berth-csi binary measured
 	GoFuseAnchor    string   `json:"goFuseAnchor"` // go-fuse serving the anchor (this test binary)
@@ -99,12 +93,7 @@ type Env struct {
 	BerthMount      string   `json:"berthMount,omitempty"`  // the volume's mount as /proc/self/mountinfo shows it
 	AnchorMount     string   `json:"anchorMount,omitempty"` // the anchor's
 	BerthArgs       []string `json:"berthArgs,omitempty"`
-	GitCommit       string   `json:"gitCommit,omitempty"`
 	CSIWorkTree     string   `json:"csiWorkTree,omitempty"` // uncommitted changes under csi/ and cmd/berth-csi when measured
-	LoadAvgStart    string   `json:"loadavgStart"`
-	LoadAvgEnd      string   `json:"loadavgEnd"`
-	CPUBusyPct      float64  `json:"cpuBusyPct"`  // all CPUs, whole run, everything on the machine
-	CPUStealPct     float64  `json:"cpuStealPct"` // hypervisor steal over the run
 	DurationSeconds float64  `json:"durationSeconds"`
 }
 
