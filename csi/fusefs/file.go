@@ -41,9 +41,9 @@ func (f *FS) addHandle(h *handle, mode int) uint64 {
 // handle finds an open handle, reopening the inode when the handle came
 // from an earlier process (a takeover).
 func (f *FS) handle(fh, nodeID uint64) (*handle, syscall.Errno) {
-	f.mu.Lock()
+	f.mu.RLock()
 	h := f.handles[fh]
-	f.mu.Unlock()
+	f.mu.RUnlock()
 	if h != nil {
 		return h, 0
 	}

@@ -45,7 +45,9 @@ type FS struct {
 	log      *slog.Logger
 	server   atomic.Pointer[fuse.Server]
 
-	mu      sync.Mutex
+	// mu guards the tables; every request looks up its node and handle,
+	// so lookups share it and only changes take it exclusively.
+	mu      sync.RWMutex
 	inodes  map[uint64]*inode
 	handles map[uint64]*handle
 	nextFh  uint64

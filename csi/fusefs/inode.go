@@ -79,9 +79,9 @@ func (f *FS) node(id uint64) (*inode, syscall.Errno) {
 	if id == fuse.FUSE_ROOT_ID {
 		return f.root, 0
 	}
-	f.mu.Lock()
+	f.mu.RLock()
 	in := f.inodes[id]
-	f.mu.Unlock()
+	f.mu.RUnlock()
 	if in != nil {
 		return in, 0
 	}
@@ -94,12 +94,12 @@ func (f *FS) node(id uint64) (*inode, syscall.Errno) {
 func (f *FS) recoverNode(id uint64) (*inode, syscall.Errno) {
 	f.recoverMu.Lock()
 	defer f.recoverMu.Unlock()
-	f.mu.Lock()
-	if in := f.inodes[id]; in != nil {
-		f.mu.Unlock()
+	f.mu.RLock()
+	in := f.inodes[id]
+	f.mu.RUnlock()
+	if in != nil {
 		return in, 0
 	}
-	f.mu.Unlock()
 	rel, ok := f.index[id]
 	if !ok {
 		f.index = map[uint64]string{}
@@ -134,7 +134,7 @@ func (f *FS) recoverNode(id uint64) (*inode, syscall.Errno) {
 		unix.Close(fd)
 		return nil, syscall.ESTALE
 	}
-	in := f.addInode(fd, &st, 0)
+	in = f.addInode(fd, &st, 0)
 	f.mu.Lock()
 	in.recovered = true
 	f.mu.Unlock()
