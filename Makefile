@@ -12,7 +12,7 @@ export GOFLAGS
 # kernel datapath (shaping, BPF) and containerd, and two cores.
 TEST_TIMEOUT ?= 40m
 
-.PHONY: help build test unit integration vet generate perf e2e up down clean install critest kind-up kind-down
+.PHONY: help build test unit integration vet generate perf e2e up down clean install critest netns-up netns-down
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -60,19 +60,19 @@ critest: ## CRI conformance (critest v1.36) against berth-cri and containerd's o
 perf: ## network, dataplane, CRI and CSI reports (iperf3, shaping, RTT, ADD latency, pod start latency, RSS, fio) under test/perf/results
 	bash hack/perf.sh
 
-e2e: ## end-to-end suites (test/e2e) against the kind cluster from `make kind-up` (context kind-berth)
+e2e: ## end-to-end suites (test/e2e) against the kind cluster from `make up` (context kind-berth)
 	BERTH_E2E=1 PATH=$(CURDIR)/_output/kind/bin:$$PATH $(GO) test -count=1 -v -timeout 60m ./test/e2e/
 
-kind-up: ## (work in progress) offline kind cluster "berth" on berth-cri, berth-cni and berth-csi
+up: ## build offline (or reuse) and start the 3-node kind cluster "berth" on berth-cri, berth-cni and berth-csi, then run the demo
 	bash hack/kind/up.sh
 
-kind-down: ## delete the kind cluster "berth"
+down: ## delete the kind cluster "berth"
 	bash hack/kind/cluster.sh delete --name berth
 
-up: ## standalone two-node demo in network namespaces
+netns-up: ## standalone two-node berth-cni demo in network namespaces (no Kubernetes)
 	bash hack/demo.sh up
 
-down: ## remove the demo
+netns-down: ## remove the netns demo
 	bash hack/demo.sh down
 
 clean: ## remove build output and the demo
