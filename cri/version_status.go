@@ -17,16 +17,19 @@ import (
 	apitypes "github.com/containerd/containerd/api/types"
 )
 
-// Version identifies berth-cri. It is set by main from the build.
+// Version identifies berth-cri. main sets it from -X main.version; the
+// Version RPC reports RuntimeVersion(), which is Version when that parses.
 var Version = "dev"
 
 const runtimeName = "berth-cri"
 
+// Version answers kubelet. Version is the CRI's own "kubelet API version"
+// field, which containerd also fills with 0.1.0.
 func (s *Service) Version(ctx context.Context, r *runtime.VersionRequest) (*runtime.VersionResponse, error) {
 	return &runtime.VersionResponse{
 		Version:           "0.1.0",
 		RuntimeName:       runtimeName,
-		RuntimeVersion:    Version,
+		RuntimeVersion:    RuntimeVersion(),
 		RuntimeApiVersion: "v1",
 	}, nil
 }

@@ -27,9 +27,13 @@ import (
 	"github.com/berthdev/berth/cri"
 )
 
+// version is set with -ldflags "-X main.version=..."; the Version RPC
+// reports it when it is a semantic version and otherwise falls back to
+// what Go recorded about the build (cri.RuntimeVersion).
 var version = "dev"
 
 func main() {
+	cri.Version = version
 	if err := newCommand().Execute(); err != nil {
 		os.Exit(1)
 	}
@@ -71,7 +75,7 @@ the TOML file given with --config (see docs/cri-config.md); flags override it.`,
 	f.StringVar(&cfg.RuncPath, "runc-path", cfg.RuncPath, "runc binary used by the shim (empty: runc in the shim's PATH)")
 	f.StringVar(&cfg.CgroupDriver, "cgroup-driver", cfg.CgroupDriver, "cgroupfs or systemd; must match kubelet")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
-	cmd.Version = version
+	cmd.Version = cri.RuntimeVersion()
 	return cmd
 }
 
@@ -115,7 +119,6 @@ func run(cfg cri.Config) error {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-	cri.Version = version
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -153,7 +156,7 @@ func run(cfg cri.Config) error {
 		defer srv.Close()
 	}
 	log.Info("berth-cri serving", "socket", cfg.Socket, "containerd", cfg.ContainerdAddress,
-		"namespace", cfg.ContainerdNamespace, "version", version)
+		"namespace", cfg.ContainerdNamespace, "version", cri.RuntimeVersion())
 	errCh := make(chan error, 1)
 	go func() { errCh <- g.Serve(lis) }()
 	select {
