@@ -33,9 +33,13 @@ mount_v1_controllers() {
 	while read -r name hier _ enabled; do
 		case $name in '#'*) continue ;; esac
 		[ "$enabled" = 1 ] || continue
-		# controllers sharing a hierarchy mount together (net_cls,net_prio)
-		local group
-		group=$(awk -v h="$hier" '$2 == h && $1 !~ /^#/ {print $1}' /proc/cgroups | paste -sd, -)
+		# A controller in no hierarchy yet (0) gets its own; one already
+		# attached to a hierarchy with no mount point (what a kind node
+		# leaves behind) must be mounted with every controller sharing it.
+		local group=$name
+		if [ "$hier" != 0 ]; then
+			group=$(awk -v h="$hier" '$2 == h && $1 !~ /^#/ {print $1}' /proc/cgroups | paste -sd, -)
+		fi
 		if ! awk -v g="$group" '$3 == "cgroup" && $4 ~ "(^|,)" g "(,|$)"' /proc/mounts | grep -q .; then
 			[ -d "/sys/fs/cgroup/$group" ] && mountpoint -q "/sys/fs/cgroup/$group" && continue
 			mkdir -p "/sys/fs/cgroup/$group"
