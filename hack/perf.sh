@@ -3,20 +3,22 @@
 # test/perf/netperf (pod-to-pod throughput, CNI ADD/DEL latency; net.*),
 # test/perf/dataplane (eBPF shaping and isolation; dataplane.*),
 # test/perf/crilat (berth-cri vs containerd's CRI: pod start and stop
-# latency, RSS; cri.*, via hack/perf-cri.sh), then test/perf/csifio
+# latency, RSS; cri.*, via hack/perf-cri.sh), test/perf/csifio
 # (berth-csi vs the native directory and plain FUSE under fio, RSS per
-# volume; csi.*, via hack/perf-csi.sh), with one dependency install and one
-# berth-cni build.
+# volume; csi.*, via hack/perf-csi.sh), then test/perf/kindperf (iperf3,
+# shaped pods, fio and pod start inside the kind cluster vs the reference
+# cluster; kind.*, via hack/perf-kind.sh, which needs `make up` first), with
+# one dependency install and one berth-cni build.
 #
-#   hack/perf.sh            # full reports (~15 + ~12 + ~4 + ~17 minutes)
-#   hack/perf.sh --quick    # smoke runs of all four
+#   hack/perf.sh            # full reports (~15 + ~12 + ~4 + ~17 + ~30 minutes)
+#   hack/perf.sh --quick    # smoke runs of all five
 #
 # --quick is the only argument; suite-specific flags go in NETPERF_ARGS,
-# DATAPLANE_ARGS, CRI_ARGS and CSI_ARGS (word-split), e.g.
+# DATAPLANE_ARGS, CRI_ARGS, CSI_ARGS and KIND_ARGS (word-split), e.g.
 # DATAPLANE_ARGS="--cases berth-veth", CRI_ARGS="--pods 100",
-# CSI_ARGS="--runtime 30".
+# CSI_ARGS="--runtime 30", KIND_ARGS="--parts net,shaped".
 # Environment: BERTH_BIN, OUT, SKIP_DEPS=1, as for perf-net.sh. Must run as
-# root. Exits with the first non-zero status of the four suites (130 at
+# root. Exits with the first non-zero status of the five suites (130 at
 # once when interrupted); a missed target is never a failure.
 set -euo pipefail
 
@@ -29,13 +31,14 @@ common=()
 for a in "$@"; do
 	case "$a" in
 	--quick) common+=(--quick) ;;
-	*) log "unknown argument $a (suite flags go in NETPERF_ARGS / DATAPLANE_ARGS / CRI_ARGS / CSI_ARGS)"; exit 2 ;;
+	*) log "unknown argument $a (suite flags go in NETPERF_ARGS / DATAPLANE_ARGS / CRI_ARGS / CSI_ARGS / KIND_ARGS)"; exit 2 ;;
 	esac
 done
 read -r -a net_args <<<"${NETPERF_ARGS:-}"
 read -r -a dp_args <<<"${DATAPLANE_ARGS:-}"
 read -r -a cri_args <<<"${CRI_ARGS:-}"
 read -r -a csi_args <<<"${CSI_ARGS:-}"
+read -r -a kind_args <<<"${KIND_ARGS:-}"
 
 perf_setup
 if [ "${SKIP_DEPS:-0}" != 1 ]; then
@@ -83,8 +86,22 @@ set +e
 OUT="$OUT" SKIP_DEPS=1 bash "$here/perf-csi.sh" ${common[@]+"${common[@]}"} ${csi_args[@]+"${csi_args[@]}"}
 s=$?
 set -e
+if [ "$s" -eq 130 ]; then
+	log "perf-csi.sh was interrupted; not starting the next suite"
+	exit 130
+fi
 if [ "$s" -ne 0 ] && [ "$rc" -eq 0 ]; then
 	rc=$s
 fi
-log "reports: $OUT/net.md $OUT/dataplane.md $OUT/cri.md $OUT/csi.md"
+# The in-cluster suite runs against the kind clusters (make up; it creates
+# the reference cluster itself) and builds its own tools image.
+log "running: perf-kind.sh ${common[*]} ${kind_args[*]}"
+set +e
+OUT="$OUT" SKIP_DEPS=1 bash "$here/perf-kind.sh" ${common[@]+"${common[@]}"} ${kind_args[@]+"${kind_args[@]}"}
+s=$?
+set -e
+if [ "$s" -ne 0 ] && [ "$rc" -eq 0 ]; then
+	rc=$s
+fi
+log "reports: $OUT/net.md $OUT/dataplane.md $OUT/cri.md $OUT/csi.md $OUT/kind.md"
 exit "$rc"
