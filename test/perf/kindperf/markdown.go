@@ -31,6 +31,10 @@ func Markdown(r *Report) string {
 	}
 	w("```\n\n")
 
+	w("## Summary\n\n")
+	w("The headline figures, in the shape of the README's benchmark tables (pairs are P1 / P4, buffered / O_DIRECT or p50 / p99 as the row says).\n\n")
+	w("%s\n", SummaryTable(r))
+
 	w("## Every ratio\n\n")
 	w("berth ÷ reference, each pair measured in this run. The reference is the `ref` kind cluster (containerd's own CRI, ")
 	w("the reference bridge + host-local + bandwidth plugins) for networking and pod start, and a hostPath volume in the same pod on the same node for fio. ")
@@ -431,4 +435,115 @@ func Charts(r *Report) map[string][]byte {
 			Groups: groups, Series: series, ValueFormat: "%.0f", Note: fmt.Sprintf("%s, %s mode; %d pods per cluster and mode", r.Env.Date, r.Mode, p.Pods)}.SVG()
 	}
 	return out
+}
+
+// SummaryTable is the report's headline table, one row per measure with
+// its pairs side by side: the rows the README's benchmark section shows.
+func SummaryTable(r *Report) string {
+	p := r.Params
+	var rows [][]string
+	pair := func(label string, b, ref func(i int) float64, n int, format string) {
+		var bs, rs, qs []string
+		seen := false
+		for i := 0; i < n; i++ {
+			bv, rv := b(i), ref(i)
+			seen = seen || !math.IsNaN(bv) || !math.IsNaN(rv)
+			bs, rs, qs = append(bs, fnum(bv, format)), append(rs, fnum(rv, format)), append(qs, f2(div(bv, rv)))
+		}
+		if seen {
+			rows = append(rows, []string{label, strings.Join(bs, " / "), strings.Join(rs, " / "), strings.Join(qs, " / ")})
+		}
+	}
+	streams := func(ps []int) string {
+		var s []string
+		for _, x := range ps {
+			s = append(s, fmt.Sprintf("P%d", x))
+		}
+		return strings.Join(s, " / ")
+	}
+	if p.Has(PartNet) {
+		for _, net := range []string{NetBerthVXLAN, NetBerthMacvlan} {
+			for _, pl := range Placements {
+				pair(fmt.Sprintf("%s vs %s, %s, %s (Gbit/s)", net, NetRef, pl, streams(p.Streams)),
+					func(i int) float64 { return netMedian(r.Net(net, pl, p.Streams[i])) },
+					func(i int) float64 { return netMedian(r.Net(NetRef, pl, p.Streams[i])) }, len(p.Streams), "%.2f")
+			}
+		}
+	}
+	if p.Has(PartShaped) {
+		for _, rate := range p.ShapedRates {
+			get := func(cl string, i int, f func(*ShapedCase) *float64) float64 {
+				c := r.ShapedOf(cl, rate, p.ShapedStreams[i])
+				if c == nil {
+					return math.NaN()
+				}
+				return perfnet.Val(f(c))
+			}
+			pair(fmt.Sprintf("shaped %s, achieved Mbit/s, %s", rate, streams(p.ShapedStreams)),
+				func(i int) float64 { return get(Berth, i, func(c *ShapedCase) *float64 { return c.MedianMbps }) },
+				func(i int) float64 { return get(Ref, i, func(c *ShapedCase) *float64 { return c.MedianMbps }) }, len(p.ShapedStreams), "%.1f")
+			pair(fmt.Sprintf("shaped %s, RTT p99 under load ms, %s", rate, streams(p.ShapedStreams)),
+				func(i int) float64 { return get(Berth, i, func(c *ShapedCase) *float64 { return c.RTTp99 }) },
+				func(i int) float64 { return get(Ref, i, func(c *ShapedCase) *float64 { return c.RTTp99 }) }, len(p.ShapedStreams), "%.2f")
+		}
+	}
+	if f := r.Fio; p.Has(PartFio) && f != nil {
+		// One row per pattern: its buffered job, then its O_DIRECT one.
+		for _, buffered := range f.Jobs {
+			if buffered.Direct {
+				continue
+			}
+			jobs := []csifio.Job{buffered, {ID: "none"}}
+			for _, j := range f.Jobs {
+				if j.Direct && j.Pattern == buffered.Pattern {
+					jobs[1] = j
+				}
+			}
+			val := func(target string) func(k int) float64 {
+				return func(k int) float64 {
+					s, ok := f.summary(jobs[k].ID, target)
+					if !ok {
+						return math.NaN()
+					}
+					return perfnet.Val(s.Median)
+				}
+			}
+			pair(fmt.Sprintf("fio %s %s, buffered / O_DIRECT, berth-csi vs hostPath (%s)", jobs[0].Pattern, jobs[0].BS, jobs[0].Unit),
+				val(FioBerth), val(FioHostPath), 2, "%.0f")
+		}
+	}
+	if p.Has(PartPodStart) {
+		for _, mode := range []string{StartSequential, StartBurst} {
+			get := func(cl string, k int) float64 {
+				s := r.PodStartOf(cl, mode)
+				if s == nil {
+					return math.NaN()
+				}
+				if k == 0 {
+					return perfnet.Val(s.P50ms)
+				}
+				return perfnet.Val(s.P99ms)
+			}
+			pair(fmt.Sprintf("pod start, %d pods %s, p50 / p99 ms", p.Pods, mode),
+				func(k int) float64 { return get(Berth, k) }, func(k int) float64 { return get(Ref, k) }, 2, "%.0f")
+		}
+	}
+	if len(rows) == 0 {
+		return "Nothing was measured.\n"
+	}
+	return report.Table([]string{"", "berth", "reference", "berth ÷ reference"}, rows)
+}
+
+func netMedian(c *NetCase) float64 {
+	if c == nil {
+		return math.NaN()
+	}
+	return perfnet.Val(c.MedianGbps)
+}
+
+func fnum(v float64, format string) string {
+	if math.IsNaN(v) {
+		return "n/a"
+	}
+	return fmt.Sprintf(format, v)
 }
