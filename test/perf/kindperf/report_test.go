@@ -257,7 +257,9 @@ func TestFilesRoundTrip(t *testing.T) {
 		}
 	}
 	md := string(files["kind.md"])
-	for _, want := range []string{"## Every ratio", "berth-macvlan skipped", "no macvlan", "| seq-write buffered | MiB/s | 200 | 100 | 0.50 |", "pod start burst p99", "kind-ref"} {
+	for _, want := range []string{"## Every ratio", "berth-macvlan skipped", "no macvlan", "| seq-write buffered | MiB/s | 200 | 100 | 0.50 |", "pod start burst p99", "kind-ref",
+		"| fio seq-write 1M, buffered / O_DIRECT, berth-csi vs hostPath (MiB/s) | 100 / 100 | 200 / 200 | 0.50 / 0.50 |",
+		"| berth-macvlan vs ref-bridge, cross node, P1 / P4 (Gbit/s) | n/a / n/a | 10.00 / 10.00 | n/a / n/a |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("kind.md lacks %q", want)
 		}
