@@ -54,14 +54,17 @@ func startKubernetes(ctx context.Context, o options, logger *slog.Logger) (optio
 		logger.Info("reverse-path filtering set to loose (net.ipv4.conf.all.rp_filter=2)")
 	}
 	s := &kube.Syncer{Client: client, PeersFile: o.peersFile, MappingFile: o.mappingFile, Logger: logger.With("component", "kube")}
-	if o.confFile != "" {
-		if o.confTemplate == "" {
-			return o, fmt.Errorf("--cni-conflist needs --cni-conflist-template")
-		}
-		tmpl, err := os.ReadFile(o.confTemplate)
+	if len(o.confTemplates) != len(o.confFiles) {
+		return o, fmt.Errorf("--cni-conflist-template given %d times and --cni-conflist %d times; they come in pairs", len(o.confTemplates), len(o.confFiles))
+	}
+	for i, path := range o.confTemplates {
+		tmpl, err := os.ReadFile(path)
 		if err != nil {
 			return o, fmt.Errorf("--cni-conflist-template: %w", err)
 		}
+		s.Confs = append(s.Confs, kube.Conf{Template: string(tmpl), File: o.confFiles[i]})
+	}
+	if len(s.Confs) > 0 {
 		node := o.nodeName
 		if node == "" {
 			host, err := os.Hostname()
@@ -70,11 +73,26 @@ func startKubernetes(ctx context.Context, o options, logger *slog.Logger) (optio
 			}
 			node = strings.ToLower(host)
 		}
-		s.NodeName, s.ConfTemplate, s.ConfFile = node, string(tmpl), o.confFile
+		s.NodeName = node
+	}
+	switch {
+	case o.tenantTable == "-" || o.tenantTable == "":
+	case o.mappingFile == "" || o.tenantRegistry == "":
+		// Without the namespace mapping there are no tenants to assign,
+		// and without a registry nowhere to mirror them.
+		logger.Info("no cluster-wide tenant indexes: --tenant-mapping-file or --tenant-registry is disabled")
+	default:
+		ns, name, ok := strings.Cut(o.tenantTable, "/")
+		if !ok || ns == "" || name == "" {
+			return o, fmt.Errorf("--tenant-configmap %q: want namespace/name", o.tenantTable)
+		}
+		s.Tenants = &kube.TenantAllocator{Client: client, Namespace: ns, Name: name, Logger: s.Logger}
+		s.TenantRegistry = o.tenantRegistry
 	}
 	if err := s.Run(ctx); err != nil {
 		return o, err
 	}
-	logger.Info("Kubernetes mode: peers and tenant mapping follow the API", "peersFile", o.peersFile, "mappingFile", o.mappingFile)
+	logger.Info("Kubernetes mode: peers and tenant mapping follow the API", "peersFile", o.peersFile, "mappingFile", o.mappingFile,
+		"tenantConfigMap", o.tenantTable, "tenantRegistry", o.tenantRegistry, "conflists", o.confFiles)
 	return o, nil
 }

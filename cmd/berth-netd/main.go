@@ -66,17 +66,21 @@ type options struct {
 	logFormat      string
 	// Kubernetes mode: the peers file and the namespace mapping are
 	// written from Nodes and Namespaces instead of being given.
-	kubernetes   bool
-	kubeconfig   string
-	mappingFile  string
-	confTemplate string
-	confFile     string
+	kubernetes    bool
+	kubeconfig    string
+	mappingFile   string
+	confTemplates []string
+	confFiles     []string
+	// tenantTable is namespace/name of the ConfigMap holding the
+	// cluster-wide tenant indexes; "-" leaves indexes to berth-cni.
+	tenantTable string
 }
 
 // Kubernetes-mode defaults: where the files written from the API live.
 const (
 	defaultKubePeersFile   = "/run/berth/peers.json"
 	defaultKubeMappingFile = "/run/berth/namespace-tenants.json"
+	defaultKubeTenantTable = "berth-system/berth-tenants"
 )
 
 func main() {
@@ -125,8 +129,12 @@ removing the devices, so pod traffic keeps flowing across restarts.
 With --kubernetes, the peers file is written by berth-netd itself from the
 cluster's Nodes (spec.podCIDR and the first InternalIP, or the
 berth.dev/underlay-ip annotation), and --tenant-mapping-file from Namespaces
-labelled berth.dev/tenant=<tenant>, for berth-cni's tenancy.mappingFile. If
-the API server goes away, the last files stay and the overlay keeps working.
+labelled berth.dev/tenant=<tenant>, for berth-cni's tenancy.mappingFile.
+Tenant indexes are then assigned cluster-wide in the --tenant-configmap
+ConfigMap (append-only, written with resourceVersion checks by whichever
+berth-netd first sees a new tenant) and mirrored into --tenant-registry, which
+berth-cni reads with tenancy.registryMode "cluster". If the API server goes
+away, the last files stay and the overlay keeps working.
 
 Peers file format (JSON):
   [{"nodeName":"n1","underlayIP":"198.18.0.1","podCIDR":"198.18.64.0/24"}, ...]`,
@@ -150,13 +158,14 @@ Peers file format (JSON):
 	f := cmd.Flags()
 	f.StringVar(&o.peersFile, "peers-file", "", "path of the JSON peers file (required, except with --kubernetes: default "+defaultKubePeersFile+", written from Nodes)")
 	f.BoolVar(&o.kubernetes, "kubernetes", false, "take peers from the cluster's Nodes and tenants from Namespace labels (in-cluster config, or --kubeconfig)")
-	f.StringVar(&o.confTemplate, "cni-conflist-template", "", "with --kubernetes, a conflist template ({{.PodCIDR}}, {{.NodeName}}) rendered for this node once its pod CIDR is allocated")
-	f.StringVar(&o.confFile, "cni-conflist", "", "where to write the rendered conflist, e.g. /etc/cni/net.d/10-berth.conflist")
+	f.StringArrayVar(&o.confTemplates, "cni-conflist-template", nil, "with --kubernetes, a conflist template ({{.PodCIDR}}, {{.NodeName}}, {{.PodCIDRThirdOctet}}) rendered for this node once its pod CIDR is allocated; repeatable, paired in order with --cni-conflist")
+	f.StringArrayVar(&o.confFiles, "cni-conflist", nil, "where to write the rendered conflist, e.g. /etc/cni/net.d/10-berth.conflist; repeatable (written in file-name order, the runtime's default network first)")
+	f.StringVar(&o.tenantTable, "tenant-configmap", defaultKubeTenantTable, "with --kubernetes, namespace/name of the ConfigMap of cluster-wide tenant indexes, mirrored into --tenant-registry (berth-cni: tenancy.registryMode \"cluster\"); \"-\" leaves indexes to berth-cni on each node")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --kubernetes (default: the in-cluster service account)")
 	f.StringVar(&o.mappingFile, "tenant-mapping-file", "", "with --kubernetes, the namespace → tenant file to write for berth-cni (default "+defaultKubeMappingFile+"; \"-\" disables)")
 	f.Uint32Var(&o.vni, "vni", o.vni, "VXLAN network identifier of the default tenant, unless --vni-base is given; the device is named berth.<vni>")
 	f.Uint32Var(&o.vniBase, "vni-base", 0, "VNI of tenant index 0; tenant i uses vni-base+i (default: --vni)")
-	f.StringVar(&o.tenantRegistry, "tenant-registry", o.tenantRegistry, "tenant registry kept by berth-cni; every registered tenant gets a device (missing file: the default tenant only; empty: do not read)")
+	f.StringVar(&o.tenantRegistry, "tenant-registry", o.tenantRegistry, "tenant registry, kept by berth-cni or, with --kubernetes, mirrored from --tenant-configmap; every registered tenant gets a device (missing file: the default tenant only; empty: do not read)")
 	f.StringVar(&o.bpfPinDir, "bpf-pin-dir", o.bpfPinDir, "bpffs directory of berth's pinned BPF maps, shared with berth-cni; empty disables all BPF work")
 	f.StringVar(&o.ipamDataDir, "ipam-data-dir", o.ipamDataDir, "berth IPAM data directory (the network's allocations are in <dir>/<network>)")
 	f.StringVar(&o.network, "network", "", "CNI network name whose IPAM allocations are authoritative for BPF endpoints of this node's pod CIDR; empty disables the stale endpoint GC")

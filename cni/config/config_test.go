@@ -86,6 +86,16 @@ func TestParse(t *testing.T) {
 		{name: "allow-list bad cidr", conf: `{"cniVersion":"1.1.0","name":"n","tenancy":{"allow":[{"cidr":"10.96.0.10"}]},"ipam":{"subnet":"198.18.10.0/24"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "tenancy.allow[0].cidr"},
 		{name: "allow-list bad protocol", conf: `{"cniVersion":"1.1.0","name":"n","tenancy":{"allow":[{"cidr":"10.96.0.10/32","ports":[{"protocol":"gre"}]}]},"ipam":{"subnet":"198.18.10.0/24"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "tenancy.allow[0].ports[0].protocol"},
 		{name: "vniBase leaves no room", conf: `{"cniVersion":"1.1.0","name":"n","mode":"vxlan","tenancy":{"vniBase":16777000},"ipam":{"subnet":"198.18.10.0/24"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "tenancy.vniBase"},
+		{name: "unknown registry mode", conf: `{"cniVersion":"1.1.0","name":"n","tenancy":{"registryMode":"global"},"ipam":{"subnet":"198.18.10.0/24"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "tenancy.registryMode"},
+		{
+			name: "cluster registry mode",
+			conf: `{"cniVersion":"1.1.0","name":"n","tenancy":{"registryMode":"cluster"},"ipam":{"subnet":"198.18.10.0/24"}}`,
+			check: func(t *testing.T, c *NetConf) {
+				if c.Tenancy.RegistryMode != "cluster" {
+					t.Errorf("registryMode = %q", c.Tenancy.RegistryMode)
+				}
+			},
+		},
 		{name: "unknown attach mode", conf: `{"cniVersion":"1.1.0","name":"n","attachMode":"xdp","ipam":{"subnet":"198.18.10.0/24"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "attachMode"},
 		{name: "pin dir outside bpffs", conf: `{"cniVersion":"1.1.0","name":"n","bpfPinDir":"/tmp/x","ipam":{"subnet":"198.18.10.0/24"}}`, wantCode: types.ErrInvalidNetworkConfig, wantMsg: "bpfPinDir"},
 		{
@@ -95,7 +105,7 @@ func TestParse(t *testing.T) {
 				if bw := c.EffectiveBandwidth(); bw == nil || bw.EgressRate != 20e6 {
 					t.Errorf("EffectiveBandwidth = %+v, want egress 20M", bw)
 				}
-				if !c.Tenancy.On() || c.Tenancy.VNIBase != 1 || c.BPFPinDir != DefaultBPFPinDir {
+				if !c.Tenancy.On() || c.Tenancy.VNIBase != 1 || c.BPFPinDir != DefaultBPFPinDir || c.Tenancy.RegistryMode != "local" {
 					t.Errorf("dataplane defaults not filled: %+v %s", c.Tenancy, c.BPFPinDir)
 				}
 			},

@@ -48,6 +48,12 @@ type Tenancy struct {
 	Enabled *bool `json:"enabled,omitempty"`
 	// Registry persists tenant -> index (default tenant.DefaultRegistry).
 	Registry string `json:"registry,omitempty"`
+	// RegistryMode says who assigns indexes: "local" (default) lets the
+	// plugin assign them in Registry on first use; "cluster" leaves that to
+	// berth-netd --kubernetes, which assigns them cluster-wide, and the
+	// plugin only reads Registry (a tenant or namespace not there yet
+	// fails ADD with code 11, try again later).
+	RegistryMode string `json:"registryMode,omitempty"`
 	// MappingFile maps namespaces to tenants (berth-netd maintains it).
 	MappingFile string `json:"mappingFile,omitempty"`
 	// Allow lists destinations reachable from every tenant (cluster DNS).
@@ -112,6 +118,13 @@ func (c *NetConf) validateDataplane() error {
 	t := &c.Tenancy
 	if t.Registry == "" {
 		t.Registry = tenant.DefaultRegistry
+	}
+	switch t.RegistryMode {
+	case "":
+		t.RegistryMode = tenant.ModeLocal
+	case tenant.ModeLocal, tenant.ModeCluster:
+	default:
+		return invalid("tenancy.registryMode", "unknown mode %q (want %s or %s)", t.RegistryMode, tenant.ModeLocal, tenant.ModeCluster)
 	}
 	if t.VNIBase == 0 {
 		t.VNIBase = c.VNI

@@ -1,10 +1,12 @@
 // Package kube is berth-netd's Kubernetes mode: it watches Nodes and
-// Namespaces and keeps two files that the rest of berth already consumes,
-// the overlay's peers file (read by berth-netd's reconciler) and the
-// namespace → tenant mapping (read by berth-cni). Writing files rather
-// than programming the kernel from the informer keeps one tested
-// reconcile path, and lets a node keep its overlay when the API server is
-// unreachable: the last files stay in place.
+// Namespaces and keeps the files that the rest of berth already consumes,
+// the overlay's peers file (read by berth-netd's reconciler), the
+// namespace → tenant mapping and the tenant registry (read by berth-cni),
+// and this node's conflists. Writing files rather than programming the
+// kernel from the informer keeps one tested reconcile path, and lets a
+// node keep its overlay when the API server is unreachable: the last files
+// stay in place. Its one write to the API is the cluster's tenant table
+// (tenants.go), so that a tenant has the same index on every node.
 package kube
 
 import (
@@ -16,12 +18,15 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"text/template"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -39,7 +44,7 @@ const (
 	// send its VXLAN traffic to (default: its first InternalIP).
 	AnnotationUnderlayIP = "berth.dev/underlay-ip"
 	// LabelTenant on a Namespace puts its pods in that tenant (default:
-	// the namespace's own name).
+	// the default tenant, see NamespaceTenants).
 	LabelTenant = "berth.dev/tenant"
 )
 
@@ -136,18 +141,34 @@ type Syncer struct {
 	Logger      *slog.Logger
 	// Resync is the informers' resync period (0: 10 minutes).
 	Resync time.Duration
-	// NodeName, ConfTemplate and ConfFile render this node's CNI conflist
-	// once its pod CIDR is allocated: the template's {{.PodCIDR}} and
-	// {{.NodeName}} are filled in, as flannel and Calico's installers do.
-	// An empty ConfFile disables it.
-	NodeName     string
-	ConfTemplate string
-	ConfFile     string
+	// NodeName and Confs render this node's CNI conflists once its pod
+	// CIDR is allocated, filling in ConfData as flannel and Calico's
+	// installers do. None: no conflist is written.
+	NodeName string
+	Confs    []Conf
+
+	// Tenants, with MappingFile and TenantRegistry, assigns tenant indexes
+	// cluster-wide (see tenants.go): every tenant a Namespace label names
+	// gets one in the allocator's ConfigMap, and the ConfigMap is mirrored
+	// into TenantRegistry, which berth-cni reads with
+	// tenancy.registryMode "cluster". Nil: berth-cni assigns indexes on
+	// each node itself.
+	Tenants        *TenantAllocator
+	TenantRegistry string
 
 	mu      sync.Mutex
 	written map[string][]byte
 	// Writes counts file rewrites (for tests and metrics).
 	Writes int
+	// wantTenants is what the namespaces name; kick wakes the assigner.
+	wantTenants []string
+	kick        chan struct{}
+}
+
+// Conf is one conflist to render: a template and the file to write.
+type Conf struct {
+	Template string
+	File     string
 }
 
 // Run starts the informers and rewrites the files after every change,
@@ -173,12 +194,51 @@ func (s *Syncer) Run(ctx context.Context) error {
 			s.Logger.Info("node is not an overlay peer yet", "node", sk.Name, "reason", sk.Reason)
 		}
 		s.write(s.PeersFile, peers)
-		if s.ConfFile != "" {
+		if len(s.Confs) > 0 {
 			s.renderConf(list)
 		}
 	}
 	nodes.Informer().AddEventHandler(handler(syncNodes))
 	informersToSync := []cache.InformerSynced{nodes.Informer().HasSynced}
+
+	if s.Tenants != nil {
+		if s.MappingFile == "" || s.TenantRegistry == "" {
+			return fmt.Errorf("cluster-wide tenant indexes need the namespace mapping file and the tenant registry")
+		}
+		ns, name := s.Tenants.ref()
+		// A factory of its own: only the one ConfigMap, in its namespace,
+		// is watched (and the RBAC grant is for that namespace only).
+		cf := informers.NewSharedInformerFactoryWithOptions(s.Client, s.Resync, informers.WithNamespace(ns),
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
+			}))
+		table := cf.Core().V1().ConfigMaps().Informer()
+		onTable := func(obj any) {
+			cm, ok := obj.(*corev1.ConfigMap)
+			if !ok || cm.Name != name {
+				return
+			}
+			asg, skips := ParseAssignment(cm)
+			for _, sk := range skips {
+				s.Logger.Warn("tenant table entry ignored", "configmap", ns+"/"+name, "key", sk.Name, "reason", sk.Reason)
+			}
+			s.mirror(asg.Indexes)
+		}
+		table.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    onTable,
+			UpdateFunc: func(_, n any) { onTable(n) },
+			// A deleted table is recreated by the next assignment, from
+			// this node's registry (see Ensure); nothing to undo here.
+			DeleteFunc: func(any) {
+				s.Logger.Warn("the tenant table was deleted; it is recreated from the nodes' registries", "configmap", ns+"/"+name)
+				s.kickAssign()
+			},
+		})
+		informersToSync = append(informersToSync, table.HasSynced)
+		s.kick = make(chan struct{}, 1)
+		cf.Start(ctx.Done())
+		go s.assignLoop(ctx)
+	}
 
 	var syncNS func()
 	if s.MappingFile != "" {
@@ -195,6 +255,9 @@ func (s *Syncer) Run(ctx context.Context) error {
 				s.Logger.Warn("namespace tenant label ignored", "namespace", sk.Name, "reason", sk.Reason)
 			}
 			s.write(s.MappingFile, m)
+			if s.Tenants != nil {
+				s.setWantTenants(m)
+			}
 		}
 		nss.Informer().AddEventHandler(handler(syncNS))
 		informersToSync = append(informersToSync, nss.Informer().HasSynced)
@@ -210,9 +273,12 @@ func (s *Syncer) Run(ctx context.Context) error {
 	return nil
 }
 
-// renderConf writes the conflist for this node once it has a pod CIDR.
+// renderConf writes the conflists for this node once it has a pod CIDR.
 // Until then no conflist exists, so kubelet keeps the node NotReady
-// instead of starting pods that could not be routed.
+// instead of starting pods that could not be routed. They are written in
+// the order of their file names and a failure stops the rest: the runtime
+// takes the first file in that order as the default network, so a later
+// network (macvlan) must never be on disk without the ones before it.
 func (s *Syncer) renderConf(nodes []*corev1.Node) {
 	for _, n := range nodes {
 		if n.Name != s.NodeName {
@@ -222,12 +288,18 @@ func (s *Syncer) renderConf(nodes []*corev1.Node) {
 		if cidr == "" {
 			return
 		}
-		b, err := RenderConf(s.ConfTemplate, ConfData{PodCIDR: cidr, NodeName: n.Name})
-		if err != nil {
-			s.Logger.Error("render CNI conflist", "err", err)
-			return
+		confs := slices.Clone(s.Confs)
+		sort.SliceStable(confs, func(i, j int) bool { return filepath.Base(confs[i].File) < filepath.Base(confs[j].File) })
+		for _, c := range confs {
+			b, err := RenderConf(c.Template, ConfData{PodCIDR: cidr, NodeName: n.Name})
+			if err != nil {
+				s.Logger.Error("render CNI conflist; the ones sorting after it are not written", "file", c.File, "err", err)
+				return
+			}
+			if !s.writeRaw(c.File, b) {
+				return
+			}
 		}
-		s.writeRaw(s.ConfFile, b)
 		return
 	}
 }
@@ -236,6 +308,24 @@ func (s *Syncer) renderConf(nodes []*corev1.Node) {
 type ConfData struct {
 	PodCIDR  string
 	NodeName string
+}
+
+// PodCIDRThirdOctet is the third octet of the node's IPv4 pod CIDR, for
+// templates that carve a per-node range out of a network of their own
+// ("rangeStart": "198.19.{{.PodCIDRThirdOctet}}.1"). It is unique per
+// node when the cluster CIDR is a /16 (or longer) cut into node CIDRs of
+// /24 or shorter, kube-controller-manager's default and kind's
+// (10.244.0.0/16, /24 per node). A longer node CIDR (several nodes in one
+// /24) fails the render instead of handing two nodes one range.
+func (d ConfData) PodCIDRThirdOctet() (int, error) {
+	p, err := netip.ParsePrefix(d.PodCIDR)
+	if err != nil || !p.Addr().Is4() {
+		return 0, fmt.Errorf("PodCIDRThirdOctet: %q is not an IPv4 CIDR", d.PodCIDR)
+	}
+	if p.Bits() > 24 {
+		return 0, fmt.Errorf("PodCIDRThirdOctet: pod CIDR %s is longer than /24, so its third octet is not unique to this node", d.PodCIDR)
+	}
+	return int(p.Masked().Addr().As4()[2]), nil
 }
 
 // RenderConf fills a conflist template and checks that the result is JSON.
@@ -278,25 +368,124 @@ func (s *Syncer) write(path string, v any) {
 // writeRaw replaces path with b when it differs from what is there: a
 // temporary file in the same directory, fsync, rename. The reconciler
 // watches the directory, so an unchanged file must not be touched.
-func (s *Syncer) writeRaw(path string, b []byte) {
+// It reports whether path holds b afterwards.
+func (s *Syncer) writeRaw(path string, b []byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old, ok := s.written[path]; ok && bytes.Equal(old, b) {
-		return
+		return true
 	}
 	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, b) {
 		s.written[path] = b
-		return
+		return true
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		s.Logger.Error("write", "file", path, "err", err)
-		return
+		return false
 	}
 	if err := atomicfile.WriteBytes(path, b, 0o644); err != nil {
 		s.Logger.Error("write", "file", path, "err", err)
-		return
+		return false
 	}
 	s.written[path] = b
 	s.Writes++
 	s.Logger.Info("updated from the API", "file", path, "bytes", len(b))
+	return true
+}
+
+// setWantTenants records the tenants the namespace mapping names and wakes
+// the assigner if that set changed.
+func (s *Syncer) setWantTenants(mapping map[string]string) {
+	set := map[string]bool{tenant.Default: true}
+	for _, t := range mapping {
+		set[t] = true
+	}
+	want := make([]string, 0, len(set))
+	for t := range set {
+		want = append(want, t)
+	}
+	sort.Strings(want)
+	s.mu.Lock()
+	same := slices.Equal(want, s.wantTenants)
+	s.wantTenants = want
+	s.mu.Unlock()
+	if !same {
+		s.kickAssign()
+	}
+}
+
+func (s *Syncer) kickAssign() {
+	select {
+	case s.kick <- struct{}{}:
+	default: // a run is already pending; it reads the latest set
+	}
+}
+
+// assignLoop gives the wanted tenants cluster-wide indexes and mirrors the
+// table, on every kick; the API calls run here rather than on an informer
+// goroutine so a slow or failing API server delays nothing else. Failures
+// are retried with a growing pause (2 s doubling up to 1 min) until they
+// succeed or the set is served by another node's write.
+func (s *Syncer) assignLoop(ctx context.Context) {
+	reg := tenant.Registry{Path: s.TenantRegistry}
+	var pause time.Duration
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		}
+		for {
+			s.mu.Lock()
+			want := slices.Clone(s.wantTenants)
+			s.mu.Unlock()
+			seed, err := reg.List()
+			if err != nil {
+				s.Logger.Warn("tenant registry unreadable; not used as a seed", "registry", s.TenantRegistry, "err", err)
+				seed = nil
+			}
+			table, err := s.Tenants.Ensure(ctx, want, seed)
+			if err == nil {
+				pause = 0
+				s.mirror(table)
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			pause = min(max(2*time.Second, 2*pause), time.Minute)
+			s.Logger.Error("assign cluster-wide tenant indexes; retrying", "err", err, "in", pause)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(pause):
+			}
+		}
+	}
+}
+
+// mirror copies the cluster's table into this node's registry. The
+// cluster wins every disagreement: a local index that differs would put
+// this node's pods of that tenant on another tenant's VNI elsewhere.
+func (s *Syncer) mirror(table map[string]uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock() // one mirror at a time, so their logs read in order
+	conflicts, changed, err := tenant.Registry{Path: s.TenantRegistry}.Mirror(table)
+	if err != nil {
+		s.Logger.Error("mirror the cluster's tenant table", "registry", s.TenantRegistry, "err", err)
+		return
+	}
+	for _, c := range conflicts {
+		if c.Dropped {
+			s.Logger.Warn("local tenant index taken by the cluster assignment; the local entry is dropped (pods of it on this node keep their old identity until recreated)",
+				"tenant", c.Tenant, "localIndex", c.Local)
+			continue
+		}
+		s.Logger.Warn("local tenant index differs from the cluster assignment; the cluster wins (pods of it on this node keep their old identity until recreated)",
+			"tenant", c.Tenant, "localIndex", c.Local, "clusterIndex", c.Cluster)
+	}
+	if changed {
+		s.Writes++
+		s.Logger.Info("tenant registry follows the cluster's table", "registry", s.TenantRegistry, "tenants", len(table))
+	}
 }

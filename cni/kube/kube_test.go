@@ -64,17 +64,31 @@ func TestNodePeers(t *testing.T) {
 
 func TestRenderConf(t *testing.T) {
 	for _, tc := range []struct {
-		tmpl string
-		ok   bool
+		tmpl, cidr string
+		want       string // "" when the render must fail
 	}{
-		{`{"subnet":"{{.PodCIDR}}"}`, true},
-		{`{"subnet":"{{.Nope}}"}`, false},
-		{`{"subnet":{{.PodCIDR}}}`, false}, // not JSON once rendered
-		{`{{`, false},
+		{`{"subnet":"{{.PodCIDR}}"}`, "10.0.0.0/24", `{"subnet":"10.0.0.0/24"}`},
+		{`{"subnet":"{{.Nope}}"}`, "10.0.0.0/24", ""},
+		{`{"subnet":{{.PodCIDR}}}`, "10.0.0.0/24", ""}, // not JSON once rendered
+		{`{{`, "10.0.0.0/24", ""},
+		// The per-node range of a network of its own (the macvlan one).
+		{`{"rangeStart":"198.19.{{.PodCIDRThirdOctet}}.1"}`, "10.244.2.0/24", `{"rangeStart":"198.19.2.1"}`},
+		{`{"rangeStart":"198.19.{{.PodCIDRThirdOctet}}.1"}`, "10.244.0.0/24", `{"rangeStart":"198.19.0.1"}`},
+		{`{"rangeStart":"198.19.{{.PodCIDRThirdOctet}}.1"}`, "10.244.6.0/23", `{"rangeStart":"198.19.6.1"}`},
+		{`{"rangeStart":"198.19.{{.PodCIDRThirdOctet}}.1"}`, "10.244.2.64/26", ""}, // several nodes per /24
+		{`{"rangeStart":"198.19.{{.PodCIDRThirdOctet}}.1"}`, "fd00::/64", ""},
+		// A template that does not use it renders for any pod CIDR.
+		{`{"subnet":"{{.PodCIDR}}"}`, "10.244.2.64/26", `{"subnet":"10.244.2.64/26"}`},
 	} {
-		_, err := RenderConf(tc.tmpl, ConfData{PodCIDR: "10.0.0.0/24", NodeName: "n"})
-		if (err == nil) != tc.ok {
-			t.Errorf("RenderConf(%q) = %v, want ok=%v", tc.tmpl, err, tc.ok)
+		got, err := RenderConf(tc.tmpl, ConfData{PodCIDR: tc.cidr, NodeName: "n"})
+		if tc.want == "" {
+			if err == nil {
+				t.Errorf("RenderConf(%q, %s) = %s, want an error", tc.tmpl, tc.cidr, got)
+			}
+			continue
+		}
+		if err != nil || string(got) != tc.want {
+			t.Errorf("RenderConf(%q, %s) = %s, %v; want %s", tc.tmpl, tc.cidr, got, err, tc.want)
 		}
 	}
 }
@@ -104,8 +118,9 @@ func TestSyncer(t *testing.T) {
 	client := fake.NewClientset(node("n1", "10.244.1.0/24", "198.18.0.2", nil))
 	s := &Syncer{Client: client, PeersFile: filepath.Join(dir, "peers.json"), MappingFile: filepath.Join(dir, "tenants.json"),
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		NodeName: "n2", ConfFile: filepath.Join(dir, "net.d", "10-berth.conflist"),
-		ConfTemplate: `{"cniVersion":"1.1.0","name":"berth","plugins":[{"type":"berth","mode":"vxlan","nodeName":"{{.NodeName}}","ipam":{"subnet":"{{.PodCIDR}}"}}]}`}
+		NodeName: "n2", Confs: []Conf{{File: filepath.Join(dir, "net.d", "10-berth.conflist"),
+			Template: `{"cniVersion":"1.1.0","name":"berth","plugins":[{"type":"berth","mode":"vxlan","nodeName":"{{.NodeName}}","ipam":{"subnet":"{{.PodCIDR}}"}}]}`}}}
+	confFile := s.Confs[0].File
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if err := s.Run(ctx); err != nil {
@@ -138,13 +153,13 @@ func TestSyncer(t *testing.T) {
 	if p := peersNow(); len(p) != 1 {
 		t.Fatalf("a node without a pod CIDR joined: %v", p)
 	}
-	if _, err := os.Stat(s.ConfFile); err == nil {
+	if _, err := os.Stat(confFile); err == nil {
 		t.Fatal("conflist written before the node had a pod CIDR")
 	}
 	api.Nodes().Update(ctx, node("n2", "10.244.2.0/24", "198.18.0.3", nil), metav1.UpdateOptions{})
 	waitFor("n2 to join", func() bool { return len(peersNow()) == 2 })
 	waitFor("the conflist", func() bool {
-		b, _ := os.ReadFile(s.ConfFile)
+		b, _ := os.ReadFile(confFile)
 		return bytes.Contains(b, []byte(`"subnet":"10.244.2.0/24"`)) && bytes.Contains(b, []byte(`"nodeName":"n2"`))
 	})
 	api.Nodes().Delete(ctx, "n1", metav1.DeleteOptions{})
@@ -171,5 +186,48 @@ func TestSyncer(t *testing.T) {
 	s.mu.Unlock()
 	if after != before {
 		t.Errorf("an irrelevant node update rewrote the files (%d → %d writes)", before, after)
+	}
+}
+
+// TestSyncerConfOrder checks that conflists are written in file-name order
+// and that one failing to render keeps every later one off the disk: the
+// runtime's default network is the first file, so a macvlan conflist alone
+// would become every pod's network.
+func TestSyncerConfOrder(t *testing.T) {
+	good := `{"cniVersion":"1.1.0","name":"n","plugins":[{"type":"berth","ipam":{"subnet":"{{.PodCIDR}}"}}]}`
+	macvlan := `{"cniVersion":"1.1.0","name":"m","plugins":[{"type":"berth","ipam":{"rangeStart":"198.19.{{.PodCIDRThirdOctet}}.1"}}]}`
+	for _, tc := range []struct {
+		name      string
+		cidr      string
+		first     string // template of 10-first.conflist
+		written   []string
+		unwritten []string
+	}{
+		{"both", "10.244.3.0/24", good, []string{"10-first.conflist", "20-second.conflist"}, nil},
+		{"first fails, second held back", "10.244.3.0/24", `{"x":"{{.Nope}}"}`, nil, []string{"10-first.conflist", "20-second.conflist"}},
+		{"second fails alone", "10.244.3.64/26", good, []string{"10-first.conflist"}, []string{"20-second.conflist"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := &Syncer{Client: fake.NewClientset(node("n1", tc.cidr, "198.18.0.2", nil)), PeersFile: filepath.Join(dir, "peers.json"),
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), NodeName: "n1",
+				// Listed out of order on purpose.
+				Confs: []Conf{{Template: macvlan, File: filepath.Join(dir, "20-second.conflist")}, {Template: tc.first, File: filepath.Join(dir, "10-first.conflist")}}}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if err := s.Run(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range tc.written {
+				if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+					t.Errorf("%s not written: %v", f, err)
+				}
+			}
+			for _, f := range tc.unwritten {
+				if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+					t.Errorf("%s written", f)
+				}
+			}
+		})
 	}
 }

@@ -53,7 +53,18 @@ func Add(args *skel.CmdArgs) (retErr error) {
 		}
 	}()
 
+	// The tenant decides the VNI and routing table in vxlan mode and the
+	// isolation identity everywhere, so it is settled before any link. It
+	// comes before the address too: with tenancy.registryMode "cluster" a
+	// tenant may not have its index yet, and the runtime's retries of that
+	// ADD (code 11) should not cycle addresses through the allocator.
 	start := time.Now()
+	if r.conf.Tenancy.On() {
+		if r.tenantName, r.tenantIdx, err = r.tenant(); err != nil {
+			return err
+		}
+	}
+	tTenant := time.Since(start)
 	res, err := r.allocate()
 	if err != nil {
 		return err
@@ -64,15 +75,6 @@ func Add(args *skel.CmdArgs) (retErr error) {
 			r.log.Error("rollback: release addresses", "error", err)
 		}
 	})
-
-	// The tenant decides the VNI and routing table in vxlan mode and the
-	// isolation identity everywhere, so it is settled before any link.
-	if r.conf.Tenancy.On() {
-		if r.tenantName, r.tenantIdx, err = r.tenant(); err != nil {
-			return err
-		}
-	}
-	tTenant := time.Since(start)
 	switch r.conf.Mode {
 	case config.ModeMacvlan, config.ModeIPvlan:
 		err = r.addSub(netns, master, mtu, res)
@@ -95,7 +97,7 @@ func Add(args *skel.CmdArgs) (retErr error) {
 	res.DNS = r.conf.DNS
 	// Cumulative phase times let an operator see where a slow ADD spent
 	// its time without a profiler.
-	r.log.Info("attached", "ips", res.IPs, "ipamDone", tAlloc, "tenantDone", tTenant,
+	r.log.Info("attached", "ips", res.IPs, "tenantDone", tTenant, "ipamDone", tAlloc,
 		"linkDone", tLink, "dataplaneDone", time.Since(start))
 	return types.PrintResult(res, r.conf.CNIVersion)
 }

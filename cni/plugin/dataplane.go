@@ -32,19 +32,42 @@ func (r *request) tenant() (string, uint32, error) {
 	if err := types.LoadArgs(r.args.Args, &args); err != nil {
 		return "", 0, types.NewError(types.ErrInvalidEnvironmentVariables, "CNI_ARGS: "+err.Error(), "")
 	}
+	cluster := r.conf.Tenancy.RegistryMode == tenant.ModeCluster
 	name, err := tenant.Resolve(tenant.Sources{
-		RuntimeConfig: r.conf.RuntimeConfig.Tenant,
-		Args:          string(args.BERTH_TENANT),
-		Annotations:   r.conf.RuntimeConfig.PodAnnotations,
-		Namespace:     string(args.K8S_POD_NAMESPACE),
-		MappingFile:   r.conf.Tenancy.MappingFile,
+		RuntimeConfig:  r.conf.RuntimeConfig.Tenant,
+		Args:           string(args.BERTH_TENANT),
+		Annotations:    r.conf.RuntimeConfig.PodAnnotations,
+		Namespace:      string(args.K8S_POD_NAMESPACE),
+		MappingFile:    r.conf.Tenancy.MappingFile,
+		RequireMapping: cluster,
 	})
+	var notYet *tenant.NotYetError
+	if errors.As(err, &notYet) {
+		return "", 0, types.NewError(types.ErrTryAgainLater, "tenant: "+err.Error(), "")
+	}
 	if err != nil {
 		return "", 0, types.NewError(types.ErrInvalidNetworkConfig, "tenant: "+err.Error(), "")
 	}
-	idx, err := tenant.Registry{Path: r.conf.Tenancy.Registry}.Index(name)
+	reg := tenant.Registry{Path: r.conf.Tenancy.Registry}
+	if !cluster {
+		idx, err := reg.Index(name)
+		if err != nil {
+			return "", 0, types.NewError(types.ErrIOFailure, err.Error(), "")
+		}
+		return name, idx, nil
+	}
+	// The index must be the one every node uses for this tenant, so the
+	// plugin never makes one up: berth-netd assigns it cluster-wide and
+	// mirrors it here. Until then the runtime retries the sandbox (code
+	// 11) rather than start a pod whose VNI other nodes would read as
+	// another tenant's.
+	idx, ok, err := reg.Lookup(name)
 	if err != nil {
 		return "", 0, types.NewError(types.ErrIOFailure, err.Error(), "")
+	}
+	if !ok {
+		return "", 0, types.NewError(types.ErrTryAgainLater,
+			fmt.Sprintf("tenant %q has no cluster-wide index in %s yet; berth-netd assigns one when a Namespace is labelled %s=%s", name, reg.Path, tenant.AnnotationKey, name), "")
 	}
 	return name, idx, nil
 }

@@ -39,6 +39,28 @@ var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$`)
 // it is safe in file contents, logs and metric labels.
 func Valid(name string) bool { return nameRE.MatchString(name) }
 
+// Registry modes (tenancy.registryMode): who hands out tenant indexes.
+const (
+	// ModeLocal: the CNI plugin assigns an index in this node's registry
+	// the first time it meets a tenant. Right for a single node or for
+	// nodes whose registries are provisioned alike; across independent
+	// nodes the first-seen order differs, and so would the VNIs.
+	ModeLocal = "local"
+	// ModeCluster: berth-netd --kubernetes assigns indexes cluster-wide
+	// (the berth-system/berth-tenants ConfigMap) and mirrors them into
+	// every node's registry; the plugin only reads the registry, and a
+	// tenant that is not there yet is a retryable error (ErrNotYet).
+	ModeCluster = "cluster"
+)
+
+// NotYetError says that something the pod needs has not reached this node
+// yet (a tenant index, a namespace mapping) and will once berth-netd has
+// caught up with the API; the CNI plugin turns it into code 11 (try again
+// later), so the runtime retries the sandbox instead of failing it.
+type NotYetError struct{ Msg string }
+
+func (e *NotYetError) Error() string { return e.Msg }
+
 // Sources are the places a tenant can come from, most specific first.
 type Sources struct {
 	RuntimeConfig string            // runtimeConfig.tenant (capability "tenant")
@@ -46,6 +68,11 @@ type Sources struct {
 	Annotations   map[string]string // io.kubernetes.cri.pod-annotations
 	Namespace     string            // CNI_ARGS K8S_POD_NAMESPACE
 	MappingFile   string            // namespace -> tenant, kept by berth-netd
+	// RequireMapping: a namespace missing from MappingFile is one
+	// berth-netd has not seen yet (it maps every namespace of the
+	// cluster), not a tenant of its own name. Resolve then returns a
+	// *NotYetError instead of the namespace fallback.
+	RequireMapping bool
 }
 
 // Resolve picks the tenant: runtimeConfig, then CNI args, then the pod
@@ -74,6 +101,9 @@ func Resolve(s Sources) (string, error) {
 		}
 		if t, ok := m[s.Namespace]; ok {
 			return t, nil
+		}
+		if s.RequireMapping {
+			return "", &NotYetError{fmt.Sprintf("namespace %q is not in %s yet (berth-netd writes it from the cluster's Namespaces)", s.Namespace, s.MappingFile)}
 		}
 	}
 	if !Valid(s.Namespace) {
@@ -143,6 +173,100 @@ func (r Registry) Index(name string) (uint32, error) {
 	return idx, err
 }
 
+// Lookup returns name's index without assigning one (tenancy.registryMode
+// "cluster"). It takes no lock: writers replace the file by an atomic
+// rename, so a reader sees either the old or the new registry whole. A
+// missing file is an empty registry.
+func (r Registry) Lookup(name string) (uint32, bool, error) {
+	f, err := r.read()
+	if err != nil {
+		return 0, false, err
+	}
+	i, ok := f.Tenants[name]
+	return i, ok, nil
+}
+
+// Conflict is a local registry entry that disagreed with the cluster's
+// assignment when it was mirrored: the cluster wins.
+type Conflict struct {
+	Tenant string
+	// Local is the index the tenant had in this node's registry.
+	Local uint32
+	// Cluster is the index the cluster gave it; with Dropped, the tenant
+	// has none in the cluster and lost its local index to another tenant.
+	Cluster uint32
+	Dropped bool
+}
+
+// Mirror makes the registry agree with a cluster-wide assignment: every
+// tenant of assign gets exactly its index, and a local tenant whose index
+// the cluster gave to another tenant is removed (two names on one index
+// would share a VNI and a BPF identity). Local tenants the assignment does
+// not mention are kept: assignments only grow, so an older copy of the
+// table (a late informer event) must not take back what a newer one
+// mirrored. It reports the conflicts it resolved and whether it wrote.
+func (r Registry) Mirror(assign map[string]uint32) ([]Conflict, bool, error) {
+	names := make([]string, 0, len(assign))
+	owner := make(map[uint32]string, len(assign))
+	for n, i := range assign {
+		if !Valid(n) {
+			return nil, false, fmt.Errorf("tenant %q is not a valid name", n)
+		}
+		if i >= MaxTenants {
+			return nil, false, fmt.Errorf("tenant %q: index %d is not below %d", n, i, MaxTenants)
+		}
+		if o, dup := owner[i]; dup {
+			return nil, false, fmt.Errorf("tenants %q and %q both have index %d", o, n, i)
+		}
+		owner[i] = n
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var conflicts []Conflict
+	changed := false
+	err := r.locked(func(f *registryFile) (bool, error) {
+		local := make([]string, 0, len(f.Tenants))
+		for n := range f.Tenants {
+			local = append(local, n)
+		}
+		sort.Strings(local)
+		for _, n := range local {
+			i := f.Tenants[n]
+			if _, ok := assign[n]; ok {
+				continue
+			}
+			if o, taken := owner[i]; taken && o != n {
+				conflicts = append(conflicts, Conflict{Tenant: n, Local: i, Dropped: true})
+				delete(f.Tenants, n)
+				changed = true
+			}
+		}
+		for _, n := range names {
+			i := assign[n]
+			old, ok := f.Tenants[n]
+			if ok && old == i {
+				continue
+			}
+			if ok {
+				conflicts = append(conflicts, Conflict{Tenant: n, Local: old, Cluster: i})
+			}
+			f.Tenants[n] = i
+			changed = true
+		}
+		for _, i := range f.Tenants {
+			if i >= f.Next {
+				f.Next = i + 1
+				changed = true
+			}
+		}
+		return changed, nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return conflicts, changed, nil
+}
+
 // List returns every registered tenant.
 func (r Registry) List() (map[string]uint32, error) {
 	var out map[string]uint32
@@ -180,19 +304,9 @@ func (r Registry) locked(fn func(*registryFile) (bool, error)) error {
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
 		return fmt.Errorf("tenancy.registry: lock: %w", err)
 	}
-	f := &registryFile{Tenants: map[string]uint32{}}
-	raw, err := os.ReadFile(r.Path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		return fmt.Errorf("tenancy.registry: %w", err)
-	default:
-		if err := json.Unmarshal(raw, f); err != nil {
-			return fmt.Errorf("tenancy.registry %s is corrupt: %w", r.Path, err)
-		}
-		if f.Tenants == nil {
-			f.Tenants = map[string]uint32{}
-		}
+	f, err := r.read()
+	if err != nil {
+		return err
 	}
 	changed, err := fn(f)
 	if err != nil || !changed {
@@ -200,4 +314,23 @@ func (r Registry) locked(fn func(*registryFile) (bool, error)) error {
 	}
 	out, _ := json.MarshalIndent(f, "", "  ")
 	return atomicfile.WriteBytes(r.Path, out, 0o600)
+}
+
+// read loads the registry file; a missing file is an empty registry.
+func (r Registry) read() (*registryFile, error) {
+	f := &registryFile{Tenants: map[string]uint32{}}
+	raw, err := os.ReadFile(r.Path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return f, nil
+	case err != nil:
+		return nil, fmt.Errorf("tenancy.registry: %w", err)
+	}
+	if err := json.Unmarshal(raw, f); err != nil {
+		return nil, fmt.Errorf("tenancy.registry %s is corrupt: %w", r.Path, err)
+	}
+	if f.Tenants == nil {
+		f.Tenants = map[string]uint32{}
+	}
+	return f, nil
 }

@@ -1,9 +1,12 @@
 package tenant
 
 import (
+	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -137,5 +140,168 @@ func TestRegistryDefaultIsZero(t *testing.T) {
 	}
 	if i, err := r.Index(Default); err != nil || i != 0 {
 		t.Fatalf("default = %d, %v; want 0", i, err)
+	}
+}
+
+func TestResolveRequireMapping(t *testing.T) {
+	dir := t.TempDir()
+	mapping := filepath.Join(dir, "map.json")
+	if err := os.WriteFile(mapping, []byte(`{"dev":"blue"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		s       Sources
+		want    string
+		notYet  bool
+		message string
+	}{
+		{"mapped namespace", Sources{Namespace: "dev", MappingFile: mapping, RequireMapping: true}, "blue", false, ""},
+		{"unmapped namespace waits", Sources{Namespace: "new", MappingFile: mapping, RequireMapping: true}, "", true, `namespace "new"`},
+		{"no mapping file yet waits", Sources{Namespace: "dev", MappingFile: filepath.Join(dir, "nope"), RequireMapping: true}, "", true, `namespace "dev"`},
+		{"annotation still wins", Sources{Namespace: "new", MappingFile: mapping, RequireMapping: true, Annotations: map[string]string{AnnotationKey: "red"}}, "red", false, ""},
+		{"no namespace is the default tenant", Sources{MappingFile: mapping, RequireMapping: true}, Default, false, ""},
+		{"without RequireMapping the namespace is its tenant", Sources{Namespace: "new", MappingFile: mapping}, "new", false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Resolve(tc.s)
+			var ny *NotYetError
+			if tc.notYet {
+				if !errors.As(err, &ny) || !strings.Contains(err.Error(), tc.message) {
+					t.Fatalf("err = %v, want a NotYetError mentioning %q", err, tc.message)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("Resolve = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestRegistryLookup(t *testing.T) {
+	r := Registry{Path: filepath.Join(t.TempDir(), "sub", "tenants.json")}
+	if _, ok, err := r.Lookup("blue"); ok || err != nil {
+		t.Fatalf("missing registry: ok=%v err=%v, want not found and no error", ok, err)
+	}
+	if _, err := os.Stat(filepath.Dir(r.Path)); err == nil {
+		t.Error("Lookup created the registry's directory; a reader must not write")
+	}
+	if _, err := r.Index("blue"); err != nil {
+		t.Fatal(err)
+	}
+	if i, ok, err := r.Lookup("blue"); !ok || err != nil || i != 1 {
+		t.Fatalf("Lookup(blue) = %d, %v, %v; want 1", i, ok, err)
+	}
+	if _, ok, _ := r.Lookup("green"); ok {
+		t.Error("Lookup assigned an index")
+	}
+	if err := os.WriteFile(r.Path, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.Lookup("blue"); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Errorf("corrupt registry: err = %v", err)
+	}
+}
+
+func TestRegistryMirror(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		local     map[string]uint32 // nil: no file
+		assign    map[string]uint32
+		want      map[string]uint32
+		conflicts []Conflict
+		changed   bool
+		wantErr   string
+	}{
+		{
+			name:    "empty node takes the cluster's table",
+			assign:  map[string]uint32{Default: 0, "blue": 1, "green": 2},
+			want:    map[string]uint32{Default: 0, "blue": 1, "green": 2},
+			changed: true,
+		},
+		{
+			name:   "agreeing registry is not rewritten",
+			local:  map[string]uint32{Default: 0, "blue": 1},
+			assign: map[string]uint32{Default: 0, "blue": 1},
+			want:   map[string]uint32{Default: 0, "blue": 1},
+		},
+		{
+			name:      "swapped local indexes: the cluster wins",
+			local:     map[string]uint32{Default: 0, "green": 1, "blue": 2},
+			assign:    map[string]uint32{Default: 0, "blue": 1, "green": 2},
+			want:      map[string]uint32{Default: 0, "blue": 1, "green": 2},
+			conflicts: []Conflict{{Tenant: "blue", Local: 2, Cluster: 1}, {Tenant: "green", Local: 1, Cluster: 2}},
+			changed:   true,
+		},
+		{
+			name:      "local-only tenant on a cluster index is dropped",
+			local:     map[string]uint32{Default: 0, "old": 1},
+			assign:    map[string]uint32{Default: 0, "blue": 1},
+			want:      map[string]uint32{Default: 0, "blue": 1},
+			conflicts: []Conflict{{Tenant: "old", Local: 1, Dropped: true}},
+			changed:   true,
+		},
+		{
+			// An older copy of the table must not take back what a
+			// newer one mirrored.
+			name:   "tenants the assignment does not mention stay",
+			local:  map[string]uint32{Default: 0, "blue": 1, "green": 2},
+			assign: map[string]uint32{Default: 0, "blue": 1},
+			want:   map[string]uint32{Default: 0, "blue": 1, "green": 2},
+		},
+		{
+			name:    "duplicate index refused",
+			assign:  map[string]uint32{Default: 0, "a": 3, "b": 3},
+			wantErr: "index 3",
+		},
+		{
+			name:    "invalid name refused",
+			assign:  map[string]uint32{"Not/Valid": 3},
+			wantErr: "not a valid name",
+		},
+		{
+			name:    "index out of range refused",
+			assign:  map[string]uint32{"a": MaxTenants},
+			wantErr: "not below",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Registry{Path: filepath.Join(t.TempDir(), "tenants.json")}
+			if tc.local != nil {
+				b, _ := json.Marshal(registryFile{Tenants: tc.local, Next: uint32(len(tc.local))})
+				if err := os.WriteFile(r.Path, b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			conflicts, changed, err := r.Mirror(tc.assign)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want mention of %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(conflicts, tc.conflicts) {
+				t.Errorf("conflicts = %+v, want %+v", conflicts, tc.conflicts)
+			}
+			if changed != tc.changed {
+				t.Errorf("changed = %v, want %v", changed, tc.changed)
+			}
+			got, err := r.List()
+			if err != nil || !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("registry = %v, %v; want %v", got, err, tc.want)
+			}
+			// A later local assignment (standalone use of the same
+			// file) must not reuse a mirrored index.
+			f, _ := r.read()
+			for n, i := range f.Tenants {
+				if i >= f.Next {
+					t.Errorf("next %d is not above %s's index %d", f.Next, n, i)
+				}
+			}
+		})
 	}
 }
