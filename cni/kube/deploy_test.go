@@ -2,19 +2,27 @@ package kube
 
 import (
 	"encoding/json"
+	"fmt"
+	"net/netip"
 	"os"
+	"path"
+	"slices"
+	"sort"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+	appsv1 "k8s.io/api/apps/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/berthdev/berth/cni/config"
+	"github.com/berthdev/berth/cni/ipam"
+	"github.com/berthdev/berth/cni/tenant"
 )
 
-// TestShippedConflist renders the template cni/deploy ships and checks
-// that libcni loads it and berth's own parser accepts its plugin entry, so
-// a typo in the manifest fails here and not on a node.
-func TestShippedConflist(t *testing.T) {
+// shippedTemplates reads the conflist templates cni/deploy ships.
+func shippedTemplates(t *testing.T) map[string]string {
+	t.Helper()
 	raw, err := os.ReadFile("../deploy/conflist.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -25,11 +33,14 @@ func TestShippedConflist(t *testing.T) {
 	if err := yaml.Unmarshal(raw, &cm); err != nil {
 		t.Fatal(err)
 	}
-	tmpl := cm.Data["10-berth.conflist.tmpl"]
-	if tmpl == "" {
-		t.Fatal("no 10-berth.conflist.tmpl in the ConfigMap")
-	}
-	b, err := RenderConf(tmpl, ConfData{PodCIDR: "10.244.1.0/24", NodeName: "kind-worker"})
+	return cm.Data
+}
+
+// renderShipped renders one shipped template for a node and returns the
+// libcni list and berth's parse of its first plugin entry.
+func renderShipped(t *testing.T, tmpl, podCIDR, nodeName string) (*libcni.NetworkConfigList, *config.NetConf) {
+	t.Helper()
+	b, err := RenderConf(tmpl, ConfData{PodCIDR: podCIDR, NodeName: nodeName})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +56,128 @@ func TestShippedConflist(t *testing.T) {
 	json.Unmarshal(list.Plugins[0].Bytes, &entry)
 	entry["name"], entry["cniVersion"] = list.Name, list.CNIVersion
 	stdin, _ := json.Marshal(entry)
-	if _, err := config.Parse(stdin); err != nil {
+	conf, err := config.Parse(stdin)
+	if err != nil {
 		t.Fatalf("berth rejects the shipped conflist: %v", err)
+	}
+	return list, conf
+}
+
+// TestShippedConflists renders every template cni/deploy ships and checks
+// that libcni loads it and berth's own parser accepts its plugin entry, so
+// a typo in the manifest fails here and not on a node; that the VXLAN
+// network is the default (it sorts first, as berth-cri picks); that both
+// read cluster-wide tenant indexes; and that the macvlan network's
+// per-node ranges sit in its subnet without overlapping.
+func TestShippedConflists(t *testing.T) {
+	tmpls := shippedTemplates(t)
+	var keys []string
+	for k := range tmpls {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if want := []string{"10-berth.conflist.tmpl", "20-berth-macvlan.conflist.tmpl"}; !slices.Equal(keys, want) {
+		t.Fatalf("templates %v, want %v", keys, want)
+	}
+	names := map[string]string{}
+	for _, k := range keys {
+		list, conf := renderShipped(t, tmpls[k], "10.244.1.0/24", "kind-worker")
+		names[k] = list.Name
+		if conf.Tenancy.RegistryMode != tenant.ModeCluster {
+			t.Errorf("%s: tenancy.registryMode %q, want %q (indexes must agree across nodes)", k, conf.Tenancy.RegistryMode, tenant.ModeCluster)
+		}
+		if !slices.ContainsFunc(list.Plugins, func(p *libcni.NetworkConfig) bool { return p.Network.Type == "loopback" }) {
+			t.Errorf("%s: no loopback plugin", k)
+		}
+	}
+	// The default network (first file) is the VXLAN one.
+	if _, conf := renderShipped(t, tmpls[keys[0]], "10.244.1.0/24", "n"); conf.Mode != config.ModeVXLAN || names[keys[0]] != "berth" {
+		t.Errorf("the first conflist is %q in mode %s, want berth in vxlan", names[keys[0]], conf.Mode)
+	}
+	if names[keys[1]] != "berth-macvlan" {
+		t.Errorf("second network is %q, want berth-macvlan", names[keys[1]])
+	}
+
+	// macvlan: kind's node CIDRs 10.244.{0,1,2}.0/24 and a few more.
+	type span struct{ lo, hi netip.Addr }
+	var spans []span
+	for _, cidr := range []string{"10.244.0.0/24", "10.244.1.0/24", "10.244.2.0/24", "10.244.255.0/24"} {
+		_, conf := renderShipped(t, tmpls[keys[1]], cidr, "n")
+		if conf.Mode != config.ModeMacvlan || conf.Master != "eth0" {
+			t.Errorf("%s: mode %s master %q", cidr, conf.Mode, conf.Master)
+		}
+		subnet := netip.MustParsePrefix(conf.IPAM.Subnet)
+		lo, hi := netip.MustParseAddr(conf.IPAM.RangeStart), netip.MustParseAddr(conf.IPAM.RangeEnd)
+		if !subnet.Contains(lo) || !subnet.Contains(hi) || hi.Less(lo) {
+			t.Errorf("%s: range %s-%s outside %s", cidr, lo, hi, subnet)
+		}
+		if !netip.MustParsePrefix("198.18.0.0/15").Contains(subnet.Addr()) {
+			t.Errorf("%s: subnet %s is not in 198.18.0.0/15", cidr, subnet)
+		}
+		for _, s := range spans {
+			if !(hi.Less(s.lo) || s.hi.Less(lo)) {
+				t.Errorf("%s: range %s-%s overlaps %s-%s", cidr, lo, hi, s.lo, s.hi)
+			}
+		}
+		spans = append(spans, span{lo, hi})
+		// The allocator accepts it (the gateway falls inside node 0's
+		// range and is left out of it).
+		c := *conf.IPAM
+		c.DataDir = t.TempDir()
+		if _, err := ipam.New("berth-macvlan", &c); err != nil {
+			t.Errorf("%s: ipam: %v", cidr, err)
+		}
+	}
+}
+
+// TestShippedDaemonSet checks that berth-netd is told to render every
+// shipped template, each into the CNI conf dir under its own name, and to
+// keep the cluster's tenant table.
+func TestShippedDaemonSet(t *testing.T) {
+	raw, err := os.ReadFile("../deploy/daemonset.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds appsv1.DaemonSet
+	if err := yaml.UnmarshalStrict(raw, &ds); err != nil {
+		t.Fatal(err)
+	}
+	var args []string
+	for _, c := range ds.Spec.Template.Spec.Containers {
+		if c.Name == "berth-netd" {
+			args = c.Args
+		}
+	}
+	var tmpls, files []string
+	flags := map[string]string{}
+	for _, a := range args {
+		k, v, _ := strings.Cut(a, "=")
+		switch k {
+		case "--cni-conflist-template":
+			tmpls = append(tmpls, path.Base(v))
+		case "--cni-conflist":
+			files = append(files, path.Base(v))
+		default:
+			flags[k] = v
+		}
+	}
+	var want []string
+	for k := range shippedTemplates(t) {
+		want = append(want, k)
+	}
+	sort.Strings(want)
+	if !slices.Equal(tmpls, want) {
+		t.Errorf("templates rendered %v, shipped %v", tmpls, want)
+	}
+	for i := range tmpls {
+		if i < len(files) && files[i]+".tmpl" != tmpls[i] {
+			t.Errorf("pair %d: %s → %s", i, tmpls[i], files[i])
+		}
+	}
+	if got := flags["--tenant-configmap"]; got != fmt.Sprintf("%s/%s", DefaultTenantsNamespace, DefaultTenantsName) {
+		t.Errorf("--tenant-configmap=%q", got)
+	}
+	if flags["--tenant-registry"] != tenant.DefaultRegistry {
+		t.Errorf("--tenant-registry=%q, want the plugin's default %s", flags["--tenant-registry"], tenant.DefaultRegistry)
 	}
 }
