@@ -14,11 +14,19 @@ img=registry.k8s.io/e2e-test-images/busybox:1.29-2
 mapfile -t nodes < <(k get nodes -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' | grep -v control-plane)
 [ ${#nodes[@]} -ge 2 ] || nodes+=("${nodes[0]}")
 
+# Each namespace is created with its tenant label in one step: a namespace
+# that exists unlabelled for a moment is in the default tenant for that
+# moment, and a pod started then would stay there. berth-netd maps the
+# namespace and gives the tenant a cluster-wide index; a pod that comes
+# first fails its sandbox with "try again later" (CNI code 11) and kubelet
+# retries it, so no wait is needed.
 for t in blue green; do
-	k create namespace "berth-demo-$t" --dry-run=client -o yaml | k apply -f - >/dev/null
-	k label namespace "berth-demo-$t" berth.dev/tenant="$t" --overwrite >/dev/null
+	k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: berth-demo-$t, labels: {berth.dev/tenant: $t}}
+EOF
 done
-sleep 2 # berth-netd writes the namespace → tenant mapping
 pod() { # ns name node [annotations-json]
 	k -n "$1" get pod "$2" >/dev/null 2>&1 && return
 	k -n "$1" run "$2" --image=$img --restart=Never \
@@ -40,6 +48,7 @@ if out=$(k -n berth-demo-green exec intruder -- sh -c "nc -w 3 $ip 8080 </dev/nu
 else
 	say "green/intruder (another tenant) → blue/server: blocked, as it should be"
 fi
+say "tenant indexes, the same on every node (ConfigMap berth-system/berth-tenants): $(k -n berth-system get configmap berth-tenants -o jsonpath='{.data}' 2>/dev/null || echo 'not there: berth-netd predates cluster-wide indexes')"
 say "blue/shaped carries kubernetes.io/egress-bandwidth=10M; berth shapes it in eBPF"
 
 k -n berth-demo-blue apply -f - >/dev/null <<'EOF'
