@@ -205,12 +205,20 @@ func (s *Service) startContainer(ctx context.Context, c *container) error {
 		s.recordStartFailure(ctx, c, err)
 		return errorf(err, "create task for container %s", c.ID)
 	}
+	// runc has put the paused init in the container's cgroup: watch it
+	// before the process runs, so even an immediate OOM is seen.
+	oomw := s.watchOOMCgroup(c.ID, task.Pid())
+	c.mu.Lock()
+	c.oomw = oomw
+	c.mu.Unlock()
 	exitCh, err := task.Wait(s.waitCtx())
 	if err != nil {
+		oomw.close()
 		_, _ = task.Delete(ctx, containerd.WithProcessKill)
 		return errorf(err, "wait task for container %s", c.ID)
 	}
 	if err := task.Start(ctx); err != nil {
+		oomw.close()
 		_, _ = task.Delete(ctx, containerd.WithProcessKill)
 		s.recordStartFailure(ctx, c, err)
 		return errorf(err, "start container %s", c.ID)
@@ -278,20 +286,7 @@ func (s *Service) monitorContainer(c *container, task containerd.Task, exitCh <-
 func (s *Service) handleExit(c *container, task containerd.Task, code uint32, at time.Time) {
 	ctx := s.nsCtx(context.Background())
 	c.io.waitDrained(2 * time.Second)
-	// The OOM event and the exit travel separately; an OOM kill (137 with
-	// a memory limit) gets a moment for its event to land first, so the
-	// reason is OOMKilled and not Error.
-	if code == 137 && c.Config.GetLinux().GetResources().GetMemoryLimitInBytes() > 0 {
-		for i := 0; i < 20; i++ {
-			c.mu.Lock()
-			oom := c.oom
-			c.mu.Unlock()
-			if oom {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
+	oom := s.oomKilled(c, code)
 	if at.IsZero() {
 		at = time.Now()
 	}
@@ -300,7 +295,7 @@ func (s *Service) handleExit(c *container, task containerd.Task, code uint32, at
 	c.FinishedAt = at.UnixNano()
 	c.ExitCode = int32(code)
 	switch {
-	case c.oom:
+	case oom:
 		c.Reason = "OOMKilled"
 	case code == 0:
 		c.Reason = "Completed"
@@ -374,6 +369,9 @@ func (s *Service) stopContainer(ctx context.Context, c *container, timeout time.
 			return errorf(ctx.Err(), "stop container %s", c.ID)
 		}
 	}
+	c.mu.Lock()
+	c.killing = true
+	c.mu.Unlock()
 	if err := task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !isNotFound(err) {
 		return errorf(err, "kill container %s", c.ID)
 	}
@@ -425,6 +423,9 @@ func (s *Service) removeContainer(ctx context.Context, c *container) error {
 		return errorf(err, "delete container %s", c.ID)
 	}
 	c.io.close()
+	c.mu.Lock()
+	c.oomw.close()
+	c.mu.Unlock()
 	_ = os.RemoveAll(s.containerStateDir(c.ID))
 	s.containers.delete(c.ID)
 	s.events.container(c, runtime.ContainerEventType_CONTAINER_DELETED_EVENT)

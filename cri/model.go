@@ -122,8 +122,15 @@ type container struct {
 	Pid        uint32
 	// Starting is set while StartContainer runs, so Remove waits for it.
 	Starting bool
-	// oom is set by the OOM event; the exit then reports OOMKilled.
+	// oom is set by the shim's TaskOOM event; the exit then reports
+	// OOMKilled.
 	oom bool
+	// oomw watches the container's memory cgroup from task creation to
+	// exit (oomwatch.go); nil when it could not be set up.
+	oomw *oomWatch
+	// killing: berth-cri itself sent SIGKILL (StopContainer), so a 137
+	// exit needs no wait for OOM evidence.
+	killing bool
 	// labelMu orders the start and exit label writes to containerd.
 	labelMu sync.Mutex
 

@@ -188,6 +188,7 @@ func (s *Service) recoverContainer(ctx context.Context, c containerd.Container) 
 			return err
 		}
 		ctr.Pid = task.Pid()
+		ctr.oomw = s.watchOOMCgroup(ctr.ID, ctr.Pid)
 		if ctr.StartedAt == 0 {
 			// The start record was never written (berth-cri died right
 			// after StartContainer): the process's own start time is the
@@ -200,6 +201,9 @@ func (s *Service) recoverContainer(ctx context.Context, c containerd.Container) 
 		ctr.io.setTaskCloser(s.stdinCloser(task))
 		s.monitorContainer(ctr, task, exitCh)
 	case containerd.Stopped:
+		if sp, err := c.Spec(ctx); err == nil && sp.Linux != nil {
+			ctr.oomw = recoveredOOMWatch(sp.Linux.CgroupsPath)
+		}
 		s.handleExit(ctr, task, st.ExitStatus, st.ExitTime)
 	case containerd.Created:
 		// Start never completed: the process never ran.

@@ -28,6 +28,7 @@ type Service struct {
 	runtime.UnimplementedRuntimeServiceServer
 
 	metricsWarn sync.Once // first failure of a shim's Metrics, at warn
+	oomWarn     sync.Once // first failure to watch a cgroup for OOM, at warn
 
 	cfg    Config
 	log    *slog.Logger
@@ -91,6 +92,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		RegistryConfigDir: cfg.RegistryConfigDir,
 		Namespace:         cfg.ContainerdNamespace,
 		PinnedImages:      []string{cfg.PauseImage},
+		Logger:            log,
 	})
 	if err != nil {
 		client.Close()
@@ -123,10 +125,10 @@ func (s *Service) Register(g *grpc.Server) {
 	runtime.RegisterImageServiceServer(g, s.images)
 }
 
-// Start runs the background loops: the streaming server, OOM events, CNI
-// teardown retries and conflist watching.
+// Start runs the background loops: the streaming server, OOM events, image
+// events, CNI teardown retries and conflist watching.
 func (s *Service) Start() {
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go func() {
 		defer s.wg.Done()
 		if err := s.stream.Start(true); err != nil {
@@ -134,6 +136,12 @@ func (s *Service) Start() {
 		}
 	}()
 	go func() { defer s.wg.Done(); s.watchOOM() }()
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { <-s.stopCh; cancel() }()
+		s.images.Watch(ctx)
+	}()
 	go func() { defer s.wg.Done(); s.retryTeardowns() }()
 	s.cni.watch(s.stopCh)
 }

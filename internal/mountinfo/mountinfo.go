@@ -13,6 +13,7 @@ import (
 // Mount is one line of mountinfo.
 type Mount struct {
 	Major, Minor int    // the st_dev of the mount; for FUSE, Minor is the connection
+	Root         string // the directory of the filesystem mounted here (a cgroup mount's cgroup)
 	Point        string // mount point, unescaped
 	FSType       string // e.g. "fuse.berth-csi", "ext4"
 	Source       string
@@ -63,6 +64,7 @@ func parse(line string) (Mount, bool) {
 	}
 	m.Major, _ = strconv.Atoi(maj)
 	m.Minor, _ = strconv.Atoi(min)
+	m.Root = Unescape(f[3])
 	m.Point = Unescape(f[4])
 	m.Options = f[5]
 	for i := 6; i < len(f); i++ {
