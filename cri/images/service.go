@@ -283,8 +283,21 @@ func (s *Service) refresh(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	// A record whose target did not move keeps its image: the info comes
+	// from immutable content, so only the record (labels) is replaced.
+	// Events for the service's own writes land here, and re-reading the
+	// config and every layer size for each would be wasted.
+	if old, info, ok := s.store.record(name); ok && old.Target.Digest == rec.Target.Digest {
+		s.store.put(rec, info)
+		return nil
+	}
 	info, err := s.loadInfo(ctx, rec, nil)
 	if err != nil {
+		// The name now points at content that cannot be read (a partial
+		// import, a foreign platform): the old target is no longer what
+		// containerd has under this name, so the name leaves the index
+		// rather than keep resolving to the image it used to be.
+		s.store.drop(name)
 		return err
 	}
 	s.store.put(rec, info)

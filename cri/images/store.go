@@ -90,6 +90,22 @@ func (s *store) lookupName(name string) (string, bool) {
 	return id, ok
 }
 
+// record returns the indexed containerd record of a name and its info.
+func (s *store) record(name string) (ctrimages.Image, *imageInfo, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	id, ok := s.byName[name]
+	if !ok {
+		return ctrimages.Image{}, nil, false
+	}
+	e := s.byID[id]
+	if e == nil {
+		return ctrimages.Image{}, nil, false
+	}
+	rec, ok := e.records[name]
+	return rec, e.info, ok
+}
+
 // ids lists the known image IDs (for prefix resolution).
 func (s *store) ids() []string {
 	s.mu.RLock()
