@@ -238,6 +238,9 @@ func (a *TenantAllocator) Ensure(ctx context.Context, want []string, seed map[st
 			}
 			return err
 		}
+		if create {
+			a.Logger.Info("created the cluster's tenant table", "configmap", ns+"/"+name, "tenants", len(cm.Data), "attempt", attempts)
+		}
 		for _, t := range newNames {
 			a.Logger.Info("assigned cluster-wide tenant index", "tenant", t, "index", added[t], "configmap", ns+"/"+name, "attempt", attempts)
 		}
