@@ -84,17 +84,24 @@ func (s *Service) oomKilled(c *container, code uint32) bool {
 	w, eventOOM, killing := c.oomw, c.oom, c.killing
 	c.mu.Unlock()
 	defer w.close()
+	// Only a SIGKILL (137) can be the kernel's OOM kill of the init
+	// process. When berth-cri sent that SIGKILL itself there is nothing
+	// to wait for.
+	sigkill := code == 128+uint32(syscall.SIGKILL)
 	if eventOOM {
-		s.log.Info("container OOM-killed", "container", c.ID, "exitCode", code, "evidence", "shim TaskOOM event")
+		// What the cgroup says too, without waiting: the log then shows
+		// whether the two routes agree on this node.
+		cg := "no cgroup watch"
+		if w != nil {
+			v, e := w.decide(sigkill, 0)
+			cg = v.String() + " [" + e.String() + "]"
+		}
+		s.log.Info("container OOM-killed", "container", c.ID, "exitCode", code, "evidence", "shim TaskOOM event", "cgroup", cg)
 		return true
 	}
 	if code == 0 {
 		return false
 	}
-	// Only a SIGKILL (137) can be the kernel's OOM kill of the init
-	// process. When berth-cri sent that SIGKILL itself there is nothing
-	// to wait for.
-	sigkill := code == 128+uint32(syscall.SIGKILL)
 	if w != nil {
 		var patience time.Duration
 		if sigkill && !killing {
