@@ -82,9 +82,21 @@ func run(results, skipsPath, mdPath, jsonPath string) error {
 
 // Rule is one line of skips.tsv.
 type Rule struct {
-	Subset string // subset name or "*"
+	Subset string // subset name, comma-separated names, or "*"
 	Re     *regexp.Regexp
 	Reason string
+}
+
+func (r Rule) applies(subset string) bool {
+	if r.Subset == "*" {
+		return true
+	}
+	for _, s := range strings.Split(r.Subset, ",") {
+		if s == subset {
+			return true
+		}
+	}
+	return false
 }
 
 func parseRules(r io.Reader) ([]Rule, error) {
@@ -224,7 +236,7 @@ func classify(run Run, sp Spec, rules []Rule) (status, reason string) {
 	}
 	if run.Skip != nil && run.Skip.MatchString(sp.Name) {
 		for _, r := range rules {
-			if (r.Subset == "*" || r.Subset == run.Subset) && r.Re.MatchString(sp.Name) {
+			if r.applies(run.Subset) && r.Re.MatchString(sp.Name) {
 				return "skipped", r.Reason
 			}
 		}

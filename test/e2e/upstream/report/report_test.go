@@ -53,7 +53,7 @@ func TestParseAndClassify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rules, err := parseRules(strings.NewReader("# comment\n*\t\\[Slow\\]\tslow\npods\tneed a driver\tnot this one\n"))
+	rules, err := parseRules(strings.NewReader("# comment\n*\t\\[Slow\\]\tslow\nnet,pods\tneed a driver\tnot this one\nnet\tget a host\tnot in pods\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
