@@ -58,6 +58,22 @@ run "berth-cni image" bash "$repo/hack/cni-images.sh"
 run "berth-csi and CSI sidecar images" bash "$repo/hack/csi-images.sh"
 run "kind cluster $NAME" bash "$here/cluster.sh" create --recipe berth --name "$NAME"
 
+# An existing cluster is kept (idempotence), so its nodes may run an older
+# node image than the one just built. Say so rather than leave the user to
+# wonder why a berth-cri change did not take.
+stale_nodes() {
+	local want node have
+	want=$(docker image inspect -f '{{.Id}}' "$KIND_NODE_IMAGE")
+	for node in $(kind get nodes --name "$NAME"); do
+		have=$(docker inspect -f '{{.Image}}' "$node")
+		[ "$have" = "$want" ] || echo "$node"
+	done
+}
+if stale=$(stale_nodes) && [ -n "$stale" ]; then
+	log "note: $(echo $stale | tr ' ' ',') run an older $KIND_NODE_IMAGE (berth-cri, kubelet config);"
+	log "      'make down && make up' recreates the cluster from the new image"
+fi
+
 load() {
 	for tar in "$repo"/_output/images/*.tar; do
 		kind load image-archive "$tar" --name "$NAME" >/dev/null
