@@ -52,7 +52,9 @@ func TestKindPerf(t *testing.T) {
 	// ^C or SIGTERM ends the current case; the cleanups still delete the
 	// namespaces and the report of what was measured is still written.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	// A cleanup, registered first so it runs last: the report's cleanup
+	// must still see whether a signal came.
+	t.Cleanup(stop)
 
 	t0 := time.Now()
 	rep := &Report{Mode: mode, Params: params, Reproduce: reproduce(mode),
@@ -121,6 +123,7 @@ func TestKindPerf(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	rep.Finalize()
 	for _, ra := range rep.Ratios {
 		t.Logf("%s: %s", ra.Measure, f2(ra.Ratio))
 	}

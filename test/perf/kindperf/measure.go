@@ -298,6 +298,16 @@ func (r *Run) Network(ctx context.Context) error {
 	if ep, ok := np.server[NetBerthVXLAN]; ok {
 		r.toolVersions(ctx, ep)
 	}
+	// The pods' MTU differs between networks (VXLAN's overhead, the kind
+	// bridge's setting) and explains part of the throughput.
+	r.R.MTU = map[string]int{}
+	for net, ep := range np.server {
+		if out, _, err := ep.exec(ctx, 30*time.Second, "cat", "/sys/class/net/eth0/mtu"); err == nil {
+			if n, err := strconv.Atoi(strings.TrimSpace(out)); err == nil {
+				r.R.MTU[net] = n
+			}
+		}
+	}
 	type job struct {
 		name string
 		run  func(rep int)
@@ -386,10 +396,10 @@ func (r *Run) Network(ctx context.Context) error {
 // iperf runs one iperf3 client in the client pod, retrying connection
 // errors (a server that is still starting, or busy with the tail of the
 // previous run).
-func (r *Run) iperf(ctx context.Context, cli endpoint, serverIP string, streams int) ([]byte, error) {
+func (r *Run) iperf(ctx context.Context, cli endpoint, serverIP string, streams int, extra ...string) ([]byte, error) {
 	secs := r.R.Params.IperfSeconds
-	args := perfnet.IperfClient{Iperf3: "iperf3", ServerIP: serverIP, Port: iperfPort, Streams: streams,
-		Duration: time.Duration(secs) * time.Second}.Args()
+	args := append(perfnet.IperfClient{Iperf3: "iperf3", ServerIP: serverIP, Port: iperfPort, Streams: streams,
+		Duration: time.Duration(secs) * time.Second}.Args(), extra...)
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		if attempt > 0 {
@@ -465,7 +475,9 @@ func (r *Run) shapedSample(ctx context.Context, cli endpoint, serverIP string, s
 			pingErr = err
 		}
 	}()
-	out, err := r.iperf(ctx, cli, serverIP, streams)
+	// --get-server-output: the receiver's own intervals, for the rate
+	// after the shaper's burst allowance is spent.
+	out, err := r.iperf(ctx, cli, serverIP, streams, "--get-server-output")
 	wg.Wait()
 	if err != nil {
 		s.Error = err.Error()
@@ -481,6 +493,9 @@ func (r *Run) shapedSample(ctx context.Context, cli endpoint, serverIP string, s
 		return s
 	}
 	s.Mbps, s.Retransmits = is.Gbps*1000, is.Retransmits
+	if late, err := LateMbps(out, float64(p.IperfSeconds)/2); err == nil {
+		s.LateMbps = &late
+	}
 	s.RTTms, s.PingSent, s.PingLost = ping.RTTms, ping.Sent, ping.Sent-ping.Received
 	return s
 }

@@ -2,6 +2,8 @@ package kindperf
 
 import (
 	"bufio"
+	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 )
@@ -63,4 +65,35 @@ func ParsePing(out string) PingResult {
 		r.Sent, r.Received = len(r.RTTms), len(r.RTTms)
 	}
 	return r
+}
+
+// LateMbps is the receiver's rate from `iperf3 -J --get-server-output`
+// over the server's intervals that start at or after from seconds: the
+// steady state of a shaped flow, once a burst allowance is spent.
+func LateMbps(out []byte, from float64) (float64, error) {
+	var j struct {
+		Server struct {
+			Intervals []struct {
+				Sum struct {
+					Start   float64 `json:"start"`
+					Seconds float64 `json:"seconds"`
+					Bytes   float64 `json:"bytes"`
+				} `json:"sum"`
+			} `json:"intervals"`
+		} `json:"server_output_json"`
+	}
+	if err := json.Unmarshal(out, &j); err != nil {
+		return 0, err
+	}
+	var bytes, secs float64
+	for _, iv := range j.Server.Intervals {
+		if iv.Sum.Start+1e-6 >= from {
+			bytes += iv.Sum.Bytes
+			secs += iv.Sum.Seconds
+		}
+	}
+	if secs <= 0 {
+		return 0, errors.New("no server interval after the start of the window")
+	}
+	return bytes * 8 / secs / 1e6, nil
 }

@@ -111,10 +111,12 @@ type Report struct {
 	Env       Env      `json:"env"`
 	Reproduce []string `json:"reproduce"`
 
-	Throughput []*NetCase     `json:"throughput"`
-	Shaped     []*ShapedCase  `json:"shaped"`
-	Fio        *FioPart       `json:"fio,omitempty"`
-	PodStart   []*PodStartSet `json:"podStart"`
+	Throughput []*NetCase `json:"throughput"`
+	// MTU of eth0 in each network's server pod.
+	MTU      map[string]int `json:"mtu,omitempty"`
+	Shaped   []*ShapedCase  `json:"shaped"`
+	Fio      *FioPart       `json:"fio,omitempty"`
+	PodStart []*PodStartSet `json:"podStart"`
 
 	// Filled by Finalize.
 	Ratios []Ratio `json:"ratios"`
@@ -188,6 +190,9 @@ type ShapedSample struct {
 	Repeat int     `json:"repeat"`
 	Order  int     `json:"order"`
 	Mbps   float64 `json:"mbps"` // receiver side, whole run
+	// LateMbps: receiver side over the second half of the run (the
+	// server's intervals), after a shaper's burst allowance is spent.
+	LateMbps *float64 `json:"lateMbps,omitempty"`
 	// RTTms are the echo times under load, IdleRTTms before it.
 	RTTms       []float64 `json:"rttMs"`
 	PingSent    int       `json:"pingSent"`
@@ -213,7 +218,9 @@ type ShapedCase struct {
 	MinMbps    *float64 `json:"minMbps"`
 	MaxMbps    *float64 `json:"maxMbps"`
 	Accuracy   *float64 `json:"accuracy"` // median ÷ rate
-	RTTp50     *float64 `json:"rttP50Ms"` // over every echo of every sample
+	LateMedian *float64 `json:"lateMedianMbps"`
+	LateAcc    *float64 `json:"lateAccuracy"` // LateMedian ÷ rate
+	RTTp50     *float64 `json:"rttP50Ms"`     // over every echo of every sample
 	RTTp99     *float64 `json:"rttP99Ms"`
 	IdleP50    *float64 `json:"idleRttP50Ms"`
 	LossPct    *float64 `json:"lossPct"`
@@ -402,7 +409,7 @@ func (r *Report) Finalize() {
 		c.MedianGbps, c.MinGbps, c.MaxGbps = perfnet.FPtr(report.Median(xs)), perfnet.FPtr(lo), perfnet.FPtr(hi)
 	}
 	for _, c := range r.Shaped {
-		var xs, rtt, idle []float64
+		var xs, late, rtt, idle []float64
 		sent, lost := 0, 0
 		c.Errors = 0
 		for _, s := range c.Samples {
@@ -411,6 +418,9 @@ func (r *Report) Finalize() {
 				continue
 			}
 			xs = append(xs, s.Mbps)
+			if s.LateMbps != nil {
+				late = append(late, *s.LateMbps)
+			}
 			rtt = append(rtt, s.RTTms...)
 			idle = append(idle, s.IdleRTTms...)
 			sent += s.PingSent
@@ -420,6 +430,8 @@ func (r *Report) Finalize() {
 		med := report.Median(xs)
 		c.MedianMbps, c.MinMbps, c.MaxMbps = perfnet.FPtr(med), perfnet.FPtr(lo), perfnet.FPtr(hi)
 		c.Accuracy = perfnet.FPtr(med / c.RateMbps)
+		lm := report.Median(late)
+		c.LateMedian, c.LateAcc = perfnet.FPtr(lm), perfnet.FPtr(lm/c.RateMbps)
 		c.RTTp50, c.RTTp99 = perfnet.FPtr(report.Percentile(rtt, 50)), perfnet.FPtr(report.Percentile(rtt, 99))
 		c.IdleP50 = perfnet.FPtr(report.Percentile(idle, 50))
 		c.LossPct = nil
@@ -497,6 +509,8 @@ func (r *Report) ratios() {
 			add(Ratio{Part: PartShaped, Measure: fmt.Sprintf("shaped %s P%d achieved rate", rate, st),
 				Berth: perfnet.Val(b.MedianMbps), Ref: perfnet.Val(ref.MedianMbps), Unit: "Mbit/s", Better: "closer to the rate",
 				Noise: overlap(b.MinMbps, b.MaxMbps, ref.MinMbps, ref.MaxMbps)})
+			add(Ratio{Part: PartShaped, Measure: fmt.Sprintf("shaped %s P%d achieved rate, second half", rate, st),
+				Berth: perfnet.Val(b.LateMedian), Ref: perfnet.Val(ref.LateMedian), Unit: "Mbit/s", Better: "closer to the rate"})
 			add(Ratio{Part: PartShaped, Measure: fmt.Sprintf("shaped %s P%d RTT p50 under load", rate, st),
 				Berth: perfnet.Val(b.RTTp50), Ref: perfnet.Val(ref.RTTp50), Unit: "ms", Better: "lower"})
 			add(Ratio{Part: PartShaped, Measure: fmt.Sprintf("shaped %s P%d RTT p99 under load", rate, st),

@@ -118,6 +118,27 @@ func TestRateMbps(t *testing.T) {
 	}
 }
 
+func TestLateMbps(t *testing.T) {
+	out := []byte(`{"end":{},"server_output_json":{"intervals":[
+		{"sum":{"start":0,"seconds":1,"bytes":125000000}},
+		{"sum":{"start":1,"seconds":1,"bytes":12500000}},
+		{"sum":{"start":2,"seconds":1,"bytes":12500000}},
+		{"sum":{"start":3,"seconds":0.5,"bytes":6250000}}]}}`)
+	for _, tc := range []struct {
+		from    float64
+		want    float64
+		wantErr bool
+	}{{0, 156.25 * 8 / 3.5, false}, {1, 100, false}, {3, 100, false}, {4, 0, true}} {
+		got, err := LateMbps(out, tc.from)
+		if (err != nil) != tc.wantErr || math.Abs(got-tc.want) > 0.01 {
+			t.Errorf("LateMbps(from %v) = %v, %v; want %v (error %v)", tc.from, got, err, tc.want, tc.wantErr)
+		}
+	}
+	if _, err := LateMbps([]byte(`{"end":{}}`), 0); err == nil {
+		t.Error("no server output: want an error")
+	}
+}
+
 func TestMountLine(t *testing.T) {
 	mi := `1500 1400 0:52 / / rw,relatime master:1 - overlay overlay rw,lowerdir=/x
 1510 1500 0:60 / /mnt/berth-csi rw,nosuid,nodev,relatime - fuse.berth-csi berth-csi rw,user_id=0,group_id=0
@@ -164,7 +185,7 @@ func sample() *Report {
 					rtt = []float64{0.5, 1, 1.5, 2}
 				}
 				r.Shaped = append(r.Shaped, &ShapedCase{Cluster: cl, Rate: rate, RateMbps: mbps, Streams: st,
-					Samples: []ShapedSample{{Mbps: 0.95 * mbps, RTTms: rtt, PingSent: 5, PingLost: 1, IdleRTTms: []float64{0.1}}}})
+					Samples: []ShapedSample{{Mbps: 0.95 * mbps, LateMbps: ptrTo(0.9 * mbps), RTTms: rtt, PingSent: 5, PingLost: 1, IdleRTTms: []float64{0.1}}}})
 			}
 		}
 	}
@@ -218,17 +239,17 @@ func TestFinalizeRatios(t *testing.T) {
 	} else if !math.IsNaN(got["berth-macvlan ÷ ref-bridge, cross node P1 throughput"]) {
 		t.Error("a skipped case's ratio must be NaN")
 	}
-	// 2 nets × 2 placements × 2 streams + 2 rates × 2 streams × 3 + 8 fio + 4 pod start
-	if n := len(r.Ratios); n != 8+12+8+4 {
-		t.Errorf("%d ratios, want 32", n)
+	// 2 nets × 2 placements × 2 streams + 2 rates × 2 streams × 4 + 8 fio + 4 pod start
+	if n := len(r.Ratios); n != 8+16+8+4 {
+		t.Errorf("%d ratios, want 36", n)
 	}
 	c := r.Net(NetRef, SameNode, 1)
 	if c.Errors != 1 || *c.MedianGbps != 10 || *c.MinGbps != 9 || *c.MaxGbps != 11 {
 		t.Errorf("ref same P1 summary: %+v", c)
 	}
 	s := r.ShapedOf(Berth, "100M", 1)
-	if math.Abs(*s.Accuracy-0.95) > 1e-9 || *s.LossPct != 20 || *s.RTTp99 != 2 {
-		t.Errorf("shaped summary: accuracy %v loss %v p99 %v", *s.Accuracy, *s.LossPct, *s.RTTp99)
+	if math.Abs(*s.Accuracy-0.95) > 1e-9 || math.Abs(*s.LateAcc-0.9) > 1e-9 || *s.LossPct != 20 || *s.RTTp99 != 2 {
+		t.Errorf("shaped summary: accuracy %v late %v loss %v p99 %v", *s.Accuracy, *s.LateAcc, *s.LossPct, *s.RTTp99)
 	}
 	ps := r.PodStartOf(Berth, StartSequential)
 	if ps.Errors != 1 || *ps.P50ms != 800 || *ps.P99ms != 1600 {
