@@ -21,6 +21,12 @@ import (
 // ErrCodeDataplane: loading or attaching the eBPF dataplane failed.
 const ErrCodeDataplane = 102
 
+// ErrCodeTenantMismatch: with tenancy.registryMode "cluster" the pod named
+// a tenant (berth.dev/tenant label or annotation, runtimeConfig.tenant,
+// BERTH_TENANT) other than its namespace's. Permanent: retrying cannot
+// help until the pod or the Namespace label changes.
+const ErrCodeTenantMismatch = 103
+
 // dataplaneWanted reports whether this pod needs eBPF programs at all.
 func (r *request) dataplaneWanted() bool {
 	return r.conf.Tenancy.On() || r.conf.EffectiveBandwidth() != nil
@@ -40,10 +46,18 @@ func (r *request) tenant() (string, uint32, error) {
 		Namespace:      string(args.K8S_POD_NAMESPACE),
 		MappingFile:    r.conf.Tenancy.MappingFile,
 		RequireMapping: cluster,
+		// In a cluster the Namespace label (the admin's) decides; a pod
+		// label or annotation (the pod owner's) must not move a pod into
+		// another tenant. See tenant.Sources.NamespaceDecides.
+		NamespaceDecides: cluster,
 	})
 	var notYet *tenant.NotYetError
 	if errors.As(err, &notYet) {
 		return "", 0, types.NewError(types.ErrTryAgainLater, "tenant: "+err.Error(), "")
+	}
+	var mismatch *tenant.MismatchError
+	if errors.As(err, &mismatch) {
+		return "", 0, types.NewError(ErrCodeTenantMismatch, "tenant: "+err.Error(), "")
 	}
 	if err != nil {
 		return "", 0, types.NewError(types.ErrInvalidNetworkConfig, "tenant: "+err.Error(), "")

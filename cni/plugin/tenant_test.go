@@ -45,9 +45,13 @@ func TestTenantIndex(t *testing.T) {
 		args     string
 		want     string
 		wantIdx  uint32
-		code     uint
-		msg      string
-		written  bool // the registry file exists afterwards
+		// runtimeConfig as the runtime passes it (berth-cri: the pod's
+		// berth.dev/tenant label or annotation as "tenant", and the
+		// annotations).
+		runtimeConfig map[string]any
+		code          uint
+		msg           string
+		written       bool // the registry file exists afterwards
 	}{
 		{name: "local assigns on first use", mapping: map[string]string{"dev": "blue"}, args: "K8S_POD_NAMESPACE=dev",
 			want: "blue", wantIdx: 1, written: true},
@@ -61,8 +65,23 @@ func TestTenantIndex(t *testing.T) {
 			code: types.ErrTryAgainLater, msg: `tenant "blue"`},
 		{name: "cluster: namespace not mapped yet", mode: "cluster", registry: map[string]uint32{"default": 0, "new": 1},
 			mapping: map[string]string{"dev": "blue"}, args: "K8S_POD_NAMESPACE=new", code: types.ErrTryAgainLater, msg: `namespace "new"`, written: true},
-		{name: "cluster: an annotation naming an unknown tenant waits too", mode: "cluster", registry: map[string]uint32{"default": 0},
-			mapping: map[string]string{}, args: "K8S_POD_NAMESPACE=dev;BERTH_TENANT=red", code: types.ErrTryAgainLater, msg: `tenant "red"`, written: true},
+		{name: "cluster: a pod naming a tenant in an unmapped namespace waits", mode: "cluster", registry: map[string]uint32{"default": 0},
+			mapping: map[string]string{}, args: "K8S_POD_NAMESPACE=dev;BERTH_TENANT=red", code: types.ErrTryAgainLater, msg: `namespace "dev"`, written: true},
+		{name: "cluster: a pod label or annotation matching the namespace is accepted", mode: "cluster", registry: map[string]uint32{"default": 0, "alpha": 3, "beta": 4},
+			mapping: map[string]string{"tnh-b": "beta"}, args: "K8S_POD_NAMESPACE=tnh-b",
+			runtimeConfig: map[string]any{"tenant": "beta", "io.kubernetes.cri.pod-annotations": map[string]string{"berth.dev/tenant": "beta"}},
+			want:          "beta", wantIdx: 4, written: true},
+		{name: "cluster: an annotation naming another tenant is refused", mode: "cluster", registry: map[string]uint32{"default": 0, "alpha": 3, "beta": 4},
+			mapping: map[string]string{"tnh-b": "beta"}, args: "K8S_POD_NAMESPACE=tnh-b",
+			runtimeConfig: map[string]any{"io.kubernetes.cri.pod-annotations": map[string]string{"berth.dev/tenant": "alpha"}},
+			code:          ErrCodeTenantMismatch, msg: `the pod asks for tenant "alpha" (annotation berth.dev/tenant) but its namespace "tnh-b" belongs to tenant "beta"`, written: true},
+		{name: "cluster: a pod label (runtimeConfig.tenant) naming another tenant is refused", mode: "cluster", registry: map[string]uint32{"default": 0, "alpha": 3, "beta": 4},
+			mapping: map[string]string{"tnh-b": "beta"}, args: "K8S_POD_NAMESPACE=tnh-b", runtimeConfig: map[string]any{"tenant": "alpha"},
+			code: ErrCodeTenantMismatch, msg: `"alpha" (runtimeConfig.tenant)`, written: true},
+		{name: "local: the annotation still chooses (standalone nodes)", registry: map[string]uint32{"default": 0, "alpha": 3, "beta": 4},
+			mapping: map[string]string{"tnh-b": "beta"}, args: "K8S_POD_NAMESPACE=tnh-b",
+			runtimeConfig: map[string]any{"io.kubernetes.cri.pod-annotations": map[string]string{"berth.dev/tenant": "alpha"}},
+			want:          "alpha", wantIdx: 3, written: true},
 		{name: "invalid tenant is a config error, not a retry", mode: "cluster", registry: map[string]uint32{"default": 0},
 			args: "BERTH_TENANT=Not_Valid", code: types.ErrInvalidNetworkConfig, msg: "not a valid tenant name", written: true},
 	} {
@@ -76,7 +95,14 @@ func TestTenantIndex(t *testing.T) {
 				b, _ := json.Marshal(tc.mapping)
 				os.WriteFile(filepath.Join(dir, "ns.json"), b, 0o644)
 			}
-			r, closeLog, err := load(&skel.CmdArgs{ContainerID: "c1", IfName: "eth0", Args: "IgnoreUnknown=1;" + tc.args, StdinData: netConf(t, dir, tc.mode)}, "ADD")
+			conf := netConf(t, dir, tc.mode)
+			if tc.runtimeConfig != nil {
+				var m map[string]any
+				json.Unmarshal(conf, &m)
+				m["runtimeConfig"] = tc.runtimeConfig
+				conf, _ = json.Marshal(m)
+			}
+			r, closeLog, err := load(&skel.CmdArgs{ContainerID: "c1", IfName: "eth0", Args: "IgnoreUnknown=1;" + tc.args, StdinData: conf}, "ADD")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -104,25 +130,52 @@ func TestTenantIndex(t *testing.T) {
 	}
 }
 
-// TestAddWaitsForTenantBeforeAddress runs ADD for a tenant without a
-// cluster-wide index yet: it must fail with code 11 before taking an
-// address, so the runtime's retries cost no allocation. The failure
-// comes before any link is made, so the host's namespace is safe to name.
-func TestAddWaitsForTenantBeforeAddress(t *testing.T) {
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "ns.json"), []byte(`{"dev":"blue"}`), 0o644)
-	os.WriteFile(filepath.Join(dir, "tenants.json"), []byte(`{"tenants":{"default":0},"next":1}`), 0o600)
-	err := Add(&skel.CmdArgs{ContainerID: "c1", IfName: "eth0", Netns: "/proc/self/ns/net",
-		Args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=dev", StdinData: netConf(t, dir, tenant.ModeCluster)})
-	var te *types.Error
-	if !errors.As(err, &te) || te.Code != types.ErrTryAgainLater || !strings.Contains(te.Msg, `"blue"`) {
-		t.Fatalf("ADD = %v, want code 11 naming tenant blue", err)
-	}
-	if entries, _ := os.ReadDir(filepath.Join(dir, "ipam", "bt-tenant")); len(entries) > 0 {
-		var names []string
-		for _, e := range entries {
-			names = append(names, e.Name())
-		}
-		t.Errorf("ADD touched the allocator before the tenant: %v", names)
+// TestAddFailsOnTenantBeforeAddress runs ADD where the tenant cannot be
+// settled: a tenant without a cluster-wide index yet must fail with code
+// 11, and a pod naming another tenant than its namespace's with code 103
+// naming both; either way before taking an address, so the runtime's
+// retries cost no allocation. The failure comes before any link is made,
+// so the host's namespace is safe to name.
+func TestAddFailsOnTenantBeforeAddress(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		annotations map[string]string
+		code        uint
+		msg         []string
+	}{
+		{name: "tenant not mirrored yet", code: types.ErrTryAgainLater, msg: []string{`"blue"`}},
+		{name: "annotation names another tenant", annotations: map[string]string{tenant.AnnotationKey: "green"},
+			code: ErrCodeTenantMismatch, msg: []string{`"green"`, `"blue"`, `namespace "dev"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			os.WriteFile(filepath.Join(dir, "ns.json"), []byte(`{"dev":"blue"}`), 0o644)
+			os.WriteFile(filepath.Join(dir, "tenants.json"), []byte(`{"tenants":{"default":0,"green":1},"next":2}`), 0o600)
+			conf := netConf(t, dir, tenant.ModeCluster)
+			if tc.annotations != nil {
+				var m map[string]any
+				json.Unmarshal(conf, &m)
+				m["runtimeConfig"] = map[string]any{"io.kubernetes.cri.pod-annotations": tc.annotations}
+				conf, _ = json.Marshal(m)
+			}
+			err := Add(&skel.CmdArgs{ContainerID: "c1", IfName: "eth0", Netns: "/proc/self/ns/net",
+				Args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=dev", StdinData: conf})
+			var te *types.Error
+			if !errors.As(err, &te) || te.Code != tc.code {
+				t.Fatalf("ADD = %v, want code %d", err, tc.code)
+			}
+			for _, m := range tc.msg {
+				if !strings.Contains(te.Msg, m) {
+					t.Errorf("message %q does not mention %s", te.Msg, m)
+				}
+			}
+			if entries, _ := os.ReadDir(filepath.Join(dir, "ipam", "bt-tenant")); len(entries) > 0 {
+				var names []string
+				for _, e := range entries {
+					names = append(names, e.Name())
+				}
+				t.Errorf("ADD touched the allocator before the tenant: %v", names)
+			}
+		})
 	}
 }

@@ -61,6 +61,21 @@ type NotYetError struct{ Msg string }
 
 func (e *NotYetError) Error() string { return e.Msg }
 
+// MismatchError says that a pod asked for a tenant other than the one its
+// namespace belongs to, where the namespace decides (Sources.NamespaceDecides).
+type MismatchError struct {
+	From            string // the pod-supplied source, e.g. "runtimeConfig.tenant"
+	Asked           string // the tenant it names
+	Namespace       string
+	NamespaceTenant string // the tenant the namespace mapping gives
+}
+
+func (e *MismatchError) Error() string {
+	return fmt.Sprintf("the pod asks for tenant %q (%s) but its namespace %q belongs to tenant %q; "+
+		"with tenancy.registryMode %q the Namespace's %s label decides, so remove the pod's %s label and annotation or set them to %q",
+		e.Asked, e.From, e.Namespace, e.NamespaceTenant, ModeCluster, AnnotationKey, AnnotationKey, e.NamespaceTenant)
+}
+
 // Sources are the places a tenant can come from, most specific first.
 type Sources struct {
 	RuntimeConfig string            // runtimeConfig.tenant (capability "tenant")
@@ -73,12 +88,23 @@ type Sources struct {
 	// cluster), not a tenant of its own name. Resolve then returns a
 	// *NotYetError instead of the namespace fallback.
 	RequireMapping bool
+	// NamespaceDecides makes the namespace's tenant authoritative when
+	// the pod has a namespace (tenancy.registryMode "cluster"): the
+	// sources above it are what the pod's owner wrote (berth-cri turns the
+	// pod's berth.dev/tenant label or annotation into runtimeConfig.tenant
+	// and passes the annotations), while the Namespace label is the
+	// cluster admin's. They may repeat the namespace's tenant; naming
+	// another is a *MismatchError.
+	NamespaceDecides bool
 }
 
 // Resolve picks the tenant: runtimeConfig, then CNI args, then the pod
 // annotation, then the namespace mapping file, then the namespace itself.
+// With NamespaceDecides and a namespace, the namespace's tenant is the
+// answer and the other sources may only agree with it.
 func Resolve(s Sources) (string, error) {
-	for _, c := range []struct{ from, v string }{
+	var podSet []podSource
+	for _, c := range []podSource{
 		{"runtimeConfig.tenant", s.RuntimeConfig},
 		{"CNI_ARGS BERTH_TENANT", s.Args},
 		{"annotation " + AnnotationKey, s.Annotations[AnnotationKey]},
@@ -89,11 +115,41 @@ func Resolve(s Sources) (string, error) {
 		if !Valid(c.v) {
 			return "", fmt.Errorf("%s: %q is not a valid tenant name (lower-case letters, digits, '-', '_', '.', at most 63)", c.from, c.v)
 		}
-		return c.v, nil
+		podSet = append(podSet, c)
+	}
+	if s.NamespaceDecides && s.Namespace != "" {
+		// A refusal, not "ignore the pod's choice with a warning": the pod
+		// would run with an identity its owner did not ask for (and
+		// perhaps relies on not having), and a warning would land in a
+		// node log the owner cannot read, while a failed sandbox shows
+		// the reason in the pod's events. The namespace is resolved
+		// first, so a namespace berth-netd has not mapped yet still
+		// waits (code 11) rather than being judged on partial data.
+		nsTenant, err := namespaceTenant(s)
+		if err != nil {
+			return "", err
+		}
+		for _, c := range podSet {
+			if c.v != nsTenant {
+				return "", &MismatchError{From: c.from, Asked: c.v, Namespace: s.Namespace, NamespaceTenant: nsTenant}
+			}
+		}
+		return nsTenant, nil
+	}
+	if len(podSet) > 0 {
+		return podSet[0].v, nil
 	}
 	if s.Namespace == "" {
 		return Default, nil
 	}
+	return namespaceTenant(s)
+}
+
+type podSource struct{ from, v string }
+
+// namespaceTenant is the tenant of s.Namespace: its mapping entry, or the
+// namespace's own name where a missing entry is allowed.
+func namespaceTenant(s Sources) (string, error) {
 	if s.MappingFile != "" {
 		m, err := LoadMapping(s.MappingFile)
 		if err != nil {

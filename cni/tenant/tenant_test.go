@@ -50,6 +50,80 @@ func TestResolve(t *testing.T) {
 	}
 }
 
+// TestResolveNamespaceDecides covers tenancy.registryMode "cluster": the
+// namespace's tenant is the answer, pod-supplied sources (label or
+// annotation via runtimeConfig, CNI args, the annotation) may repeat it,
+// and one naming another tenant is refused with both named. A namespace
+// not mapped yet waits even when the pod names a tenant.
+func TestResolveNamespaceDecides(t *testing.T) {
+	dir := t.TempDir()
+	mapping := filepath.Join(dir, "map.json")
+	if err := os.WriteFile(mapping, []byte(`{"tnh-a":"alpha","tnh-b":"beta","kube-system":"default"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ann := func(v string) map[string]string { return map[string]string{AnnotationKey: v} }
+	base := Sources{MappingFile: mapping, RequireMapping: true, NamespaceDecides: true}
+	with := func(f func(*Sources)) Sources { s := base; f(&s); return s }
+	tests := []struct {
+		name     string
+		s        Sources
+		want     string
+		mismatch *MismatchError // want this refusal
+		notYet   bool
+		wantErr  string // another error mentioning this
+	}{
+		{name: "namespace alone", s: with(func(s *Sources) { s.Namespace = "tnh-b" }), want: "beta"},
+		{name: "unlabelled namespace is default", s: with(func(s *Sources) { s.Namespace = "kube-system" }), want: Default},
+		{name: "matching annotation accepted", s: with(func(s *Sources) { s.Namespace = "tnh-b"; s.Annotations = ann("beta") }), want: "beta"},
+		{name: "matching runtimeConfig accepted", s: with(func(s *Sources) { s.Namespace = "tnh-b"; s.RuntimeConfig = "beta"; s.Annotations = ann("beta") }), want: "beta"},
+		{name: "annotation naming another tenant refused", s: with(func(s *Sources) { s.Namespace = "tnh-b"; s.Annotations = ann("alpha") }),
+			mismatch: &MismatchError{From: "annotation " + AnnotationKey, Asked: "alpha", Namespace: "tnh-b", NamespaceTenant: "beta"}},
+		{name: "runtimeConfig (pod label) naming another tenant refused", s: with(func(s *Sources) { s.Namespace = "tnh-b"; s.RuntimeConfig = "alpha" }),
+			mismatch: &MismatchError{From: "runtimeConfig.tenant", Asked: "alpha", Namespace: "tnh-b", NamespaceTenant: "beta"}},
+		{name: "a matching source does not hide a mismatching one", s: with(func(s *Sources) { s.Namespace = "tnh-b"; s.RuntimeConfig = "beta"; s.Annotations = ann("alpha") }),
+			mismatch: &MismatchError{From: "annotation " + AnnotationKey, Asked: "alpha", Namespace: "tnh-b", NamespaceTenant: "beta"}},
+		{name: "CNI_ARGS naming another tenant refused", s: with(func(s *Sources) { s.Namespace = "tnh-a"; s.Args = "beta" }),
+			mismatch: &MismatchError{From: "CNI_ARGS BERTH_TENANT", Asked: "beta", Namespace: "tnh-a", NamespaceTenant: "alpha"}},
+		{name: "default-tenant namespace cannot join a tenant", s: with(func(s *Sources) { s.Namespace = "kube-system"; s.Annotations = ann("alpha") }),
+			mismatch: &MismatchError{From: "annotation " + AnnotationKey, Asked: "alpha", Namespace: "kube-system", NamespaceTenant: Default}},
+		{name: "unmapped namespace waits, annotation or not", s: with(func(s *Sources) { s.Namespace = "tnh-new"; s.Annotations = ann("alpha") }), notYet: true},
+		{name: "invalid annotation is still a config error", s: with(func(s *Sources) { s.Namespace = "tnh-b"; s.Annotations = ann("Nope") }), wantErr: "not a valid tenant name"},
+		{name: "no namespace: the pod's own choice (not Kubernetes)", s: with(func(s *Sources) { s.RuntimeConfig = "alpha" }), want: "alpha"},
+		{name: "no namespace, nothing named", s: base, want: Default},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Resolve(tc.s)
+			var mm *MismatchError
+			var ny *NotYetError
+			switch {
+			case tc.mismatch != nil:
+				if !errors.As(err, &mm) || *mm != *tc.mismatch {
+					t.Fatalf("Resolve = %q, %v; want %+v", got, err, *tc.mismatch)
+				}
+				// The message names both tenants and the namespace.
+				for _, w := range []string{`"` + tc.mismatch.Asked + `"`, `"` + tc.mismatch.NamespaceTenant + `"`, `"` + tc.mismatch.Namespace + `"`} {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("message %q does not name %s", err, w)
+					}
+				}
+			case tc.notYet:
+				if !errors.As(err, &ny) {
+					t.Fatalf("Resolve = %q, %v; want a NotYetError", got, err)
+				}
+			case tc.wantErr != "":
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || errors.As(err, &mm) {
+					t.Fatalf("err = %v, want mention of %q", err, tc.wantErr)
+				}
+			default:
+				if err != nil || got != tc.want {
+					t.Fatalf("Resolve = %q, %v; want %q", got, err, tc.want)
+				}
+			}
+		})
+	}
+}
+
 func TestRegistryStableAndConcurrent(t *testing.T) {
 	r := Registry{Path: filepath.Join(t.TempDir(), "tenants.json")}
 	names := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
