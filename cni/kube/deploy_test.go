@@ -1,18 +1,25 @@
 package kube
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8stesting "k8s.io/client-go/testing"
 	"sigs.k8s.io/yaml"
 
 	"github.com/berthdev/berth/cni/config"
@@ -179,5 +186,159 @@ func TestShippedDaemonSet(t *testing.T) {
 	}
 	if flags["--tenant-registry"] != tenant.DefaultRegistry {
 		t.Errorf("--tenant-registry=%q, want the plugin's default %s", flags["--tenant-registry"], tenant.DefaultRegistry)
+	}
+}
+
+// shippedRBAC reads the Roles and ClusterRoles of cni/deploy/rbac.yaml.
+func shippedRBAC(t *testing.T) (roles map[string]rbacv1.Role, clusterRoles map[string]rbacv1.ClusterRole) {
+	t.Helper()
+	raw, err := os.ReadFile("../deploy/rbac.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles, clusterRoles = map[string]rbacv1.Role{}, map[string]rbacv1.ClusterRole{}
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		var meta struct{ Kind string }
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			t.Fatal(err)
+		}
+		switch meta.Kind {
+		case "Role":
+			var r rbacv1.Role
+			if err := yaml.UnmarshalStrict([]byte(doc), &r); err != nil {
+				t.Fatal(err)
+			}
+			roles[r.Name] = r
+		case "ClusterRole":
+			var r rbacv1.ClusterRole
+			if err := yaml.UnmarshalStrict([]byte(doc), &r); err != nil {
+				t.Fatal(err)
+			}
+			clusterRoles[r.Name] = r
+		}
+	}
+	return roles, clusterRoles
+}
+
+// rbacAllows decides a core-group request as the API server's RBAC
+// authorizer does: some rule must name the resource and the verb and, if it
+// lists resourceNames, the request's name. A create has no name (it is in
+// the body, not the URL); a list or watch has the one its field selector
+// metadata.name=<name> fixes, if any.
+func rbacAllows(rules []rbacv1.PolicyRule, verb, resource, name string) bool {
+	for _, r := range rules {
+		if !slices.Contains(r.APIGroups, "") || !slices.Contains(r.Resources, resource) || !slices.Contains(r.Verbs, verb) {
+			continue
+		}
+		if len(r.ResourceNames) == 0 || (name != "" && slices.Contains(r.ResourceNames, name)) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestShippedRBAC checks berth-netd's grants on configmaps: every verb on
+// its tenant table, nothing on the namespace's other ConfigMaps but create
+// (which RBAC cannot limit to a name), and in particular no list or watch
+// of all of them.
+func TestShippedRBAC(t *testing.T) {
+	roles, _ := shippedRBAC(t)
+	role, ok := roles["berth-netd-tenants"]
+	if !ok || role.Namespace != DefaultTenantsNamespace {
+		t.Fatalf("no Role berth-netd-tenants in %s: %v", DefaultTenantsNamespace, roles)
+	}
+	for _, tc := range []struct {
+		verb, name string
+		want       bool
+	}{
+		{"get", DefaultTenantsName, true},
+		{"list", DefaultTenantsName, true},
+		{"watch", DefaultTenantsName, true},
+		{"update", DefaultTenantsName, true},
+		{"patch", DefaultTenantsName, true},
+		{"create", "", true},
+		{"delete", DefaultTenantsName, false},
+		{"get", "berth-cni", false},
+		{"list", "", false}, // every ConfigMap of the namespace
+		{"watch", "", false},
+		{"update", "berth-cni", false},
+	} {
+		if got := rbacAllows(role.Rules, tc.verb, "configmaps", tc.name); got != tc.want {
+			t.Errorf("%s configmaps %q: allowed=%v, want %v", tc.verb, tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestTenantTableRequestsFitRBAC runs the Syncer with cluster-wide tenant
+// indexes against a fake API where the table does not exist yet, so it is
+// created, listed, watched, read and updated, and checks every ConfigMap
+// request it made against the shipped Role, as the API server would: the
+// informer must ask for the table by name, or the narrowed Role refuses
+// its list and watch.
+func TestTenantTableRequestsFitRBAC(t *testing.T) {
+	roles, _ := shippedRBAC(t)
+	rules := roles["berth-netd-tenants"].Rules
+	api := newAPIServer(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{LabelTenant: "green"}}})
+	dir := t.TempDir()
+	reg := filepath.Join(dir, "tenants.json")
+	s := &Syncer{Client: api, PeersFile: filepath.Join(dir, "peers.json"), MappingFile: filepath.Join(dir, "ns.json"),
+		Logger: discard(), Tenants: &TenantAllocator{Client: api, Logger: discard()}, TenantRegistry: reg}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := s.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m, _ := tenant.Registry{Path: reg}.List()
+		if _, ok := m["green"]; ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("green never reached the registry")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A second tenant makes an Update of the existing table.
+	api.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "blog", Labels: map[string]string{LabelTenant: "purple"}}}, metav1.CreateOptions{})
+	for {
+		m, _ := tenant.Registry{Path: reg}.List()
+		if _, ok := m["purple"]; ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("purple never reached the registry")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	seen := map[string]bool{}
+	for _, a := range api.Actions() {
+		if a.GetResource().Resource != "configmaps" {
+			continue
+		}
+		name := ""
+		switch a := a.(type) {
+		case k8stesting.ListAction:
+			if v, ok := a.GetListRestrictions().Fields.RequiresExactMatch("metadata.name"); ok {
+				name = v
+			}
+		case k8stesting.WatchAction:
+			if v, ok := a.GetWatchRestrictions().Fields.RequiresExactMatch("metadata.name"); ok {
+				name = v
+			}
+		case k8stesting.GetAction:
+			name = a.GetName()
+		case k8stesting.UpdateAction:
+			name = a.GetObject().(*corev1.ConfigMap).Name
+		}
+		seen[a.GetVerb()] = true
+		if a.GetNamespace() != DefaultTenantsNamespace || !rbacAllows(rules, a.GetVerb(), "configmaps", name) {
+			t.Errorf("%s configmaps %s/%q is not allowed by the shipped Role", a.GetVerb(), a.GetNamespace(), name)
+		}
+	}
+	for _, v := range []string{"list", "watch", "get", "create", "update"} {
+		if !seen[v] {
+			t.Errorf("the scenario made no %s of a ConfigMap; seen %v", v, seen)
+		}
 	}
 }
