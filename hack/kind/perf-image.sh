@@ -132,14 +132,16 @@ fi
 if [ "${#clusters[@]}" -gt 0 ]; then
 	export PATH=$here/docker-shim:$KIND_BIN:$PATH
 	command -v kind >/dev/null || die "kind is not built: run hack/kind/build-k8s.sh"
+	# Outputs are captured before grep: under pipefail, grep -q closing the
+	# pipe early would fail the producer and so the whole test.
+	have_clusters=$(kind get clusters 2>/dev/null || true)
 	for c in "${clusters[@]}"; do
-		kind get clusters 2>/dev/null | grep -qx "$c" || die "no kind cluster $c"
+		grep -qx "$c" <<<"$have_clusters" || die "no kind cluster $c"
 		need=()
 		for node in $(kind get nodes --name "$c"); do
 			case $node in *-control-plane) continue ;; esac
-			if docker exec "$node" ctr -n k8s.io images ls -q "name==docker.io/$ref" "name==$ref" 2>/dev/null | grep -q .; then
-				continue
-			fi
+			have=$(docker exec "$node" ctr -n k8s.io images ls -q "name==docker.io/$ref" "name==$ref" 2>/dev/null || true)
+			[ -n "$have" ] && continue
 			need+=("$node")
 		done
 		if [ "${#need[@]}" -eq 0 ]; then

@@ -204,8 +204,10 @@ func (r *Run) setupNet(ctx context.Context) (*netPods, error) {
 		if n.network != "" {
 			ann = map[string]string{NetworkAnnotation: n.network}
 		}
+		// -J: a JSON server hands its own intervals to a client that asks
+		// with --get-server-output (a text server hands over text).
 		add(n.role, podName(n.net, "server"), w0, n.net, "server", ann,
-			[]string{"iperf3", "-s", "-p", strconv.Itoa(iperfPort)})
+			[]string{"iperf3", "-s", "-J", "-p", strconv.Itoa(iperfPort)})
 		if p.Has(PartNet) {
 			add(n.role, podName(n.net, "same"), w0, n.net, SameNode, ann, nil)
 			add(n.role, podName(n.net, "cross"), w1, n.net, CrossNode, ann, nil)
