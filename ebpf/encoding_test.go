@@ -49,6 +49,23 @@ func TestAllowKeyFor(t *testing.T) {
 	}
 }
 
+// TestPrefixFromKey checks that berth_remote's keys decode to the prefix
+// they were made from, so berth-netd's reconcile compares like with like.
+func TestPrefixFromKey(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"198.19.1.5/32", "198.19.1.5/32"},
+		{"198.19.0.0/16", "198.19.0.0/16"},
+		{"198.19.7.9/16", "198.19.0.0/16"}, // keys hold the masked prefix
+		{"0.0.0.0/0", "0.0.0.0/0"},
+		{"fd00::5/128", "fd00::5/128"},
+		{"fd00::/64", "fd00::/64"},
+	} {
+		if got := PrefixFromKey(AllowKeyFor(netip.MustParsePrefix(tc.in))); got != netip.MustParsePrefix(tc.want) {
+			t.Errorf("PrefixFromKey(AllowKeyFor(%s)) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}
+
 func TestRateConversions(t *testing.T) {
 	tests := []struct {
 		rate      uint64

@@ -174,6 +174,58 @@ func TestIsolationPolicy(t *testing.T) {
 	}
 }
 
+// TestIsolationRemote covers berth_remote, berth-netd's map of addresses
+// that are not this node's pods: a remote pod's tenant, 0 for one whose
+// tenant is not known (foreign to every tenant), a flat network's subnet as
+// the default tenant's for its unknown addresses, the longest prefix
+// winning, and this node's own endpoints taking precedence over all of it.
+func TestIsolationRemote(t *testing.T) {
+	requireRoot(t)
+	m := testMaps(t)
+	a, b := pair(t)
+	ipA, ipB := netip.MustParseAddr("198.18.90.1"), netip.MustParseAddr("198.18.90.2")
+	const own, other, defaultID = 2, 3, 1
+	inNS(t, a, func(l netlink.Link) error {
+		_, err := m.AttachIsolation(l.Attrs().Index, PodIdentity{Tenant: own, IPv4: ipA, MAC: l.Attrs().HardwareAddr, CheckMAC: true})
+		return err
+	})
+	hostB := netip.PrefixFrom(ipB, 32)
+	subnet := netip.MustParsePrefix("198.18.90.0/24")
+	steps := []struct {
+		name  string
+		setup func()
+		want  bool
+	}{
+		{"unknown address, no flat subnet: passes", func() {}, true},
+		{"remote pod of another tenant", func() { must(t, m.SetRemote(hostB, other)) }, false},
+		{"remote pod of the same tenant", func() { must(t, m.SetRemote(hostB, own)) }, true},
+		{"remote pod whose tenant is not known yet", func() { must(t, m.SetRemote(hostB, 0)) }, false},
+		{"unknown address of a flat subnet counts as the default tenant", func() {
+			must(t, m.DeleteRemote(hostB))
+			must(t, m.SetRemote(subnet, defaultID))
+		}, false},
+		{"the pod's own entry beats the subnet's", func() { must(t, m.SetRemote(hostB, own)) }, true},
+		{"this node's endpoint beats berth_remote", func() { must(t, m.SetEndpoint(ipB, other)) }, false},
+		{"endpoint gone, remote entry again", func() { must(t, m.DeleteEndpoint(ipB)) }, true},
+	}
+	for _, s := range steps {
+		s.setup()
+		if got := ping(a, ipB.String()); got != s.want {
+			t.Errorf("%s: a->b ping = %v, want %v", s.name, got, s.want)
+		}
+		if got := ping(b, ipA.String()); got != s.want {
+			t.Errorf("%s: b->a ping = %v, want %v", s.name, got, s.want)
+		}
+	}
+	got, err := m.ListRemote()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[netip.Prefix]uint32{hostB: own, subnet: defaultID}; len(got) != len(want) || got[hostB] != own || got[subnet] != defaultID {
+		t.Errorf("ListRemote = %v, want %v", got, want)
+	}
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {

@@ -24,6 +24,7 @@ type Maps struct {
 	Drops     *ebpf.Map // berth_drops: (tenant, reason) -> packets, per CPU
 	EDT       *ebpf.Map // berth_edt: (pod, direction) -> rate and clock
 	PodNets   *ebpf.Map // berth_podnets: the cluster's pod CIDRs
+	Remote    *ebpf.Map // berth_remote: other nodes' pods and flat networks -> tenant
 	dir       string
 }
 
@@ -32,6 +33,7 @@ func (m *Maps) Replacements(spec *ebpf.CollectionSpec) map[string]*ebpf.Map {
 	all := map[string]*ebpf.Map{
 		"berth_endpoints": m.Endpoints, "berth_allow": m.Allow,
 		"berth_drops": m.Drops, "berth_edt": m.EDT, "berth_podnets": m.PodNets,
+		"berth_remote": m.Remote,
 	}
 	out := map[string]*ebpf.Map{}
 	for name, mp := range all {
@@ -44,7 +46,7 @@ func (m *Maps) Replacements(spec *ebpf.CollectionSpec) map[string]*ebpf.Map {
 
 // Close releases the maps' file descriptors; the pins keep them alive.
 func (m *Maps) Close() {
-	for _, mp := range []*ebpf.Map{m.Endpoints, m.Allow, m.Drops, m.EDT, m.PodNets} {
+	for _, mp := range []*ebpf.Map{m.Endpoints, m.Allow, m.Drops, m.EDT, m.PodNets, m.Remote} {
 		if mp != nil {
 			mp.Close()
 		}
@@ -92,6 +94,7 @@ func OpenMaps(dir string) (*Maps, error) {
 		{&m.Drops, ts.Maps["berth_drops"]},
 		{&m.EDT, ss.Maps["berth_edt"]},
 		{&m.PodNets, ts.Maps["berth_podnets"]},
+		{&m.Remote, ts.Maps["berth_remote"]},
 	} {
 		if *x.dst, err = open(x.spec); err != nil {
 			m.Close()
@@ -170,6 +173,43 @@ func (m *Maps) ListEndpoints() (map[netip.Addr]uint32, error) {
 	it := m.Endpoints.Iterate()
 	for it.Next(&k, &v) {
 		out[AddrFromKey(k)] = v.Tenant
+	}
+	return out, it.Err()
+}
+
+// PrefixFromKey decodes an LPM key made by AllowKeyFor.
+func PrefixFromKey(k tenantAllowKey) netip.Prefix {
+	a := netip.AddrFrom16(k.Addr.B)
+	bits := int(k.Prefixlen)
+	if a.Is4In6() && bits >= 96 {
+		return netip.PrefixFrom(a.Unmap(), bits-96)
+	}
+	return netip.PrefixFrom(a, bits)
+}
+
+// SetRemote records that addresses in p (a remote pod's address as a
+// full-length prefix, or a flat network's subnet) belong to tenant.
+func (m *Maps) SetRemote(p netip.Prefix, tenant uint32) error {
+	return m.Remote.Update(AllowKeyFor(p), Endpoint{Tenant: tenant}, ebpf.UpdateAny)
+}
+
+// DeleteRemote forgets p; a missing entry is fine.
+func (m *Maps) DeleteRemote(p netip.Prefix) error {
+	err := m.Remote.Delete(AllowKeyFor(p))
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	}
+	return err
+}
+
+// ListRemote returns every berth_remote entry.
+func (m *Maps) ListRemote() (map[netip.Prefix]uint32, error) {
+	out := map[netip.Prefix]uint32{}
+	var k tenantAllowKey
+	var v Endpoint
+	it := m.Remote.Iterate()
+	for it.Next(&k, &v) {
+		out[PrefixFromKey(k)] = v.Tenant
 	}
 	return out, it.Err()
 }

@@ -116,6 +116,7 @@ type shapeMapSpecs struct {
 	BerthEdt       *ebpf.MapSpec `ebpf:"berth_edt"`
 	BerthEndpoints *ebpf.MapSpec `ebpf:"berth_endpoints"`
 	BerthPodnets   *ebpf.MapSpec `ebpf:"berth_podnets"`
+	BerthRemote    *ebpf.MapSpec `ebpf:"berth_remote"`
 }
 
 // shapeVariableSpecs contains global variables before they are loaded into the kernel.
@@ -152,6 +153,7 @@ type shapeMaps struct {
 	BerthEdt       *ebpf.Map `ebpf:"berth_edt"`
 	BerthEndpoints *ebpf.Map `ebpf:"berth_endpoints"`
 	BerthPodnets   *ebpf.Map `ebpf:"berth_podnets"`
+	BerthRemote    *ebpf.Map `ebpf:"berth_remote"`
 }
 
 func (m *shapeMaps) Close() error {
@@ -161,6 +163,7 @@ func (m *shapeMaps) Close() error {
 		m.BerthEdt,
 		m.BerthEndpoints,
 		m.BerthPodnets,
+		m.BerthRemote,
 	)
 }
 

@@ -54,10 +54,19 @@ static __always_inline int own(const struct addr *a, __u16 proto)
 	return !is_zero(pod_ip4) && addr_eq(a, pod_ip4);
 }
 
-/* foreign reports whether a belongs to a pod of another tenant. */
+/* foreign reports whether a belongs to a pod of another tenant: one of
+ * this node's pods (berth_endpoints), else one berth-netd knows on another
+ * node, or an unknown address of a flat pod network, which counts as the
+ * default tenant's (berth_remote, longest prefix). An address in neither is
+ * not a pod berth knows of (a node, a service, the outside) and passes. */
 static __always_inline int foreign(const struct addr *a)
 {
 	struct endpoint *ep = bpf_map_lookup_elem(&berth_endpoints, a);
+	if (ep)
+		return ep->tenant != pod_tenant;
+	struct allow_key k = { .prefixlen = 128 };
+	__builtin_memcpy(&k.addr, a, sizeof(k.addr));
+	ep = bpf_map_lookup_elem(&berth_remote, &k);
 	return ep && ep->tenant != pod_tenant;
 }
 

@@ -102,6 +102,7 @@ type tenantMapSpecs struct {
 	BerthDrops     *ebpf.MapSpec `ebpf:"berth_drops"`
 	BerthEndpoints *ebpf.MapSpec `ebpf:"berth_endpoints"`
 	BerthPodnets   *ebpf.MapSpec `ebpf:"berth_podnets"`
+	BerthRemote    *ebpf.MapSpec `ebpf:"berth_remote"`
 }
 
 // tenantVariableSpecs contains global variables before they are loaded into the kernel.
@@ -140,6 +141,7 @@ type tenantMaps struct {
 	BerthDrops     *ebpf.Map `ebpf:"berth_drops"`
 	BerthEndpoints *ebpf.Map `ebpf:"berth_endpoints"`
 	BerthPodnets   *ebpf.Map `ebpf:"berth_podnets"`
+	BerthRemote    *ebpf.Map `ebpf:"berth_remote"`
 }
 
 func (m *tenantMaps) Close() error {
@@ -148,6 +150,7 @@ func (m *tenantMaps) Close() error {
 		m.BerthDrops,
 		m.BerthEndpoints,
 		m.BerthPodnets,
+		m.BerthRemote,
 	)
 }
 

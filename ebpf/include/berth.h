@@ -101,6 +101,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } berth_podnets SEC(".maps");
 
+/* berth_remote: the tenants of addresses that are not this node's pods,
+ * kept by berth-netd in Kubernetes mode (the way Cilium's ipcache holds
+ * remote identities): a full-length prefix per pod of another node, with
+ * the tenant id of its namespace (0, matching no tenant, while that is not
+ * known yet), and the subnet of each flat network (macvlan, ipvlan) with
+ * the default tenant's id (1), so an address of that network whose pod is
+ * not known yet counts as the default tenant's. Consulted after
+ * berth_endpoints, which stays authoritative for the node's own pods;
+ * berth-netd owns every entry here, so it can reconcile the whole map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__type(key, struct allow_key);
+	__type(value, struct endpoint);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} berth_remote SEC(".maps");
+
 static __always_inline void addr_from4(struct addr *a, __be32 ip)
 {
 	__builtin_memset(a, 0, sizeof(*a));
