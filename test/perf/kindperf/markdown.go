@@ -164,6 +164,9 @@ func Markdown(r *Report) string {
 				if t.Mount != "" {
 					w(" Mount in the pod: `%s`.", tick(t.Mount))
 				}
+				if b := f.Backing[t.Name]; b != "" {
+					w(" On the node: `%s`.", tick(b))
+				}
 				w("\n")
 			}
 			for _, s := range f.Samples {

@@ -574,6 +574,12 @@ func (r *Run) Fio(ctx context.Context) error {
 		exec.CommandContext(cctx, "docker", "exec", node, "rm", "-rf", HostPathDir).Run()
 	}()
 	ep.exec(ctx, time.Minute, "sh", "-c", "rm -f /mnt/hostpath/bperf-* /mnt/berth-csi/bperf-*")
+	// Where each target's bytes land on the node: the hostPath directory,
+	// and berth-csi's --root (its backing store), read from its DaemonSet.
+	f.Backing = map[string]string{FioHostPath: HostPathDir + ": " + nodeFS(ctx, node, HostPathDir)}
+	if root := csiRoot(ctx, c); root != "" {
+		f.Backing[FioBerth] = root + ": " + nodeFS(ctx, node, root)
+	}
 	if out, _, err := ep.exec(ctx, 30*time.Second, "cat", "/proc/self/mountinfo"); err == nil {
 		for i := range f.Targets {
 			f.Targets[i].Mount = mountLine(out, f.Targets[i].Path)
@@ -642,6 +648,32 @@ func (r *Run) Fio(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// nodeFS is the filesystem holding path on a kind node (findmnt in the
+// node's container): source, type.
+func nodeFS(ctx context.Context, node, path string) string {
+	out, err := exec.CommandContext(ctx, "docker", "exec", node, "findmnt", "-n", "-o", "SOURCE,FSTYPE", "-T", path).Output()
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	return strings.Join(strings.Fields(string(out)), " ")
+}
+
+// csiRoot is the --root of berth-csi's node plugin (berth-system/berth-csi-node).
+func csiRoot(ctx context.Context, c *Cluster) string {
+	ds, err := c.Client.AppsV1().DaemonSets("berth-system").Get(ctx, "berth-csi-node", metav1.GetOptions{})
+	if err != nil {
+		return ""
+	}
+	for _, ct := range ds.Spec.Template.Spec.Containers {
+		for _, a := range ct.Args {
+			if v, ok := strings.CutPrefix(a, "--root="); ok {
+				return v
+			}
+		}
+	}
+	return ""
 }
 
 // mountLine is the mountinfo line of the mount point, shortened to its

@@ -232,14 +232,16 @@ func (c *ShapedCase) Key() string { return fmt.Sprintf("%s P%d", c.Rate, c.Strea
 
 // FioPart is the storage comparison on one node of the berth cluster.
 type FioPart struct {
-	Node     string            `json:"node"`
-	IOEngine string            `json:"ioengine"`
-	Targets  []FioTarget       `json:"targets"`
-	Jobs     []csifio.Job      `json:"jobs"`
-	Samples  []FioSample       `json:"samples"`
-	Summary  []FioSummary      `json:"summary"` // filled by Finalize
-	Skipped  string            `json:"skipped,omitempty"`
-	Extra    map[string]string `json:"extra,omitempty"`
+	Node     string       `json:"node"`
+	IOEngine string       `json:"ioengine"`
+	Targets  []FioTarget  `json:"targets"`
+	Jobs     []csifio.Job `json:"jobs"`
+	Samples  []FioSample  `json:"samples"`
+	Summary  []FioSummary `json:"summary"` // filled by Finalize
+	Skipped  string       `json:"skipped,omitempty"`
+	// Backing: per target, the node directory its bytes land in and that
+	// directory's filesystem (source, type) on the node.
+	Backing map[string]string `json:"backing,omitempty"`
 }
 
 // FioTarget is one of the two volumes fio runs on, in the same pod.
