@@ -12,7 +12,7 @@ export GOFLAGS
 # kernel datapath (shaping, BPF) and containerd, and two cores.
 TEST_TIMEOUT ?= 40m
 
-.PHONY: help build test unit integration vet generate perf e2e up down clean install critest netns-up netns-down
+.PHONY: help build test unit integration vet generate perf e2e e2e-upstream up down clean install critest netns-up netns-down
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -60,8 +60,12 @@ critest: ## CRI conformance (critest v1.36) against berth-cri and containerd's o
 perf: ## network, dataplane, CRI and CSI reports (iperf3, shaping, RTT, ADD latency, pod start latency, RSS, fio) under test/perf/results
 	bash hack/perf.sh
 
-e2e: ## end-to-end suites (test/e2e) against the kind cluster from `make up` (context kind-berth)
+e2e: ## end-to-end suites (test/e2e) against the kind cluster from `make up` (context kind-berth), then the upstream e2e subsets
 	BERTH_E2E=1 PATH=$(CURDIR)/_output/kind/bin:$$PATH $(GO) test -count=1 -v -timeout 60m ./test/e2e/
+	bash hack/kind/e2e-upstream.sh
+
+e2e-upstream: ## upstream Kubernetes e2e subsets (e2e.test) on kind-berth and kind-ref side by side: test/e2e/results/upstream.md
+	bash hack/kind/e2e-upstream.sh
 
 up: ## build offline (or reuse) and start the 3-node kind cluster "berth" on berth-cri, berth-cni and berth-csi, then run the demo
 	bash hack/kind/up.sh

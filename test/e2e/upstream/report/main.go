@@ -37,47 +37,82 @@ func main() {
 	skips := flag.String("skips", "test/e2e/upstream/skips.tsv", "skip rules")
 	mdPath := flag.String("md", "test/e2e/results/upstream.md", "Markdown report to write")
 	jsonPath := flag.String("json", "test/e2e/results/upstream.json", "JSON report to write")
+	check := flag.Bool("check", false, "exit 3 when a spec failed on a berth cluster and did not also fail on a reference cluster")
 	flag.Parse()
-	if err := run(*results, *skips, *mdPath, *jsonPath); err != nil {
+	rep, err := run(*results, *skips, *mdPath, *jsonPath)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
 		os.Exit(1)
 	}
+	if *check {
+		if bad := rep.Unexcused(); len(bad) > 0 {
+			fmt.Fprintf(os.Stderr, "report: %d spec(s) failed on berth without failing on the reference cluster:\n", len(bad))
+			for _, f := range bad {
+				fmt.Fprintf(os.Stderr, "  %s [%s] %s\n", f.Context, f.Subset, f.Spec)
+			}
+			os.Exit(3)
+		}
+	}
 }
 
-func run(results, skipsPath, mdPath, jsonPath string) error {
+// Unexcused lists the failures on berth clusters that no reference cluster
+// shares: those that passed there, were skipped there, or were not run
+// there. A spec that fails on both is the suite's or the environment's
+// problem, not berth's.
+func (rep *Report) Unexcused() []Failure {
+	recipe := map[string]string{}
+	for _, c := range rep.Clusters {
+		recipe[c.Context] = c.Recipe
+	}
+	refFailed := map[[2]string]bool{}
+	for _, f := range rep.Failures {
+		if recipe[f.Context] == "reference" {
+			refFailed[[2]string{f.Subset, f.Spec}] = true
+		}
+	}
+	var bad []Failure
+	for _, f := range rep.Failures {
+		if recipe[f.Context] == "berth" && !refFailed[[2]string{f.Subset, f.Spec}] {
+			bad = append(bad, f)
+		}
+	}
+	return bad
+}
+
+func run(results, skipsPath, mdPath, jsonPath string) (*Report, error) {
 	f, err := os.Open(skipsPath)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rules, err := parseRules(f)
 	f.Close()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	runs, err := loadRuns(results)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(runs) == 0 {
-		return fmt.Errorf("no runs under %s", results)
+		return nil, fmt.Errorf("no runs under %s", results)
 	}
 	rep, err := build(runs, rules)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, p := range []string{mdPath, jsonPath} {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	js, err := json.MarshalIndent(rep, "", "  ")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := os.WriteFile(jsonPath, append(js, '\n'), 0o644); err != nil {
-		return err
+		return nil, err
 	}
-	return os.WriteFile(mdPath, []byte(renderMarkdown(rep)), 0o644)
+	return rep, os.WriteFile(mdPath, []byte(renderMarkdown(rep)), 0o644)
 }
 
 // Rule is one line of skips.tsv.

@@ -128,7 +128,7 @@ In [It] at: pods.go:1</failure>`, `status="passed" time="3">`, 1)
 	rulesPath := filepath.Join(dir, "skips.tsv")
 	write(rulesPath, "*\t\\[Slow\\]\tslow\n")
 	md, js := filepath.Join(dir, "out", "upstream.md"), filepath.Join(dir, "out", "upstream.json")
-	if err := run(dir, rulesPath, md, js); err != nil {
+	if _, err := run(dir, rulesPath, md, js); err != nil {
 		t.Fatal(err)
 	}
 	runs, err := loadRuns(dir)
@@ -154,6 +154,9 @@ In [It] at: pods.go:1</failure>`, `status="passed" time="3">`, 1)
 	if len(rep.BerthOnlyFailures) != 1 || rep.BerthOnlyFailures[0].Spec != "[sig-node] Pods should exec" {
 		t.Errorf("berth-only failures %+v", rep.BerthOnlyFailures)
 	}
+	if bad := rep.Unexcused(); len(bad) != 1 || bad[0].Context != "kind-berth" {
+		t.Errorf("unexcused failures %+v, want the berth one", bad)
+	}
 	if len(rep.Skips) != 2 || len(rep.Skips[0].Contexts) != 2 {
 		t.Errorf("skips %+v: want 2, each on both clusters", rep.Skips)
 	}
@@ -164,6 +167,25 @@ In [It] at: pods.go:1</failure>`, `status="passed" time="3">`, 1)
 	for _, s := range []string{"| pods | **1** / 1 / 2 of 4 (1m15s) | **2** / 0 / 2 of 4 (1m15s) |", "exit code 137", "slow (1)"} {
 		if !strings.Contains(string(b), s) {
 			t.Errorf("markdown lacks %q:\n%s", s, b)
+		}
+	}
+}
+
+func TestUnexcused(t *testing.T) {
+	clusters := []Cluster{{"kind-berth", "berth"}, {"kind-ref", "reference"}}
+	for _, tc := range []struct {
+		name     string
+		failures []Failure
+		want     int
+	}{
+		{"fails on both: excused", []Failure{{Context: "kind-berth", Subset: "net", Spec: "a"}, {Context: "kind-ref", Subset: "net", Spec: "a"}}, 0},
+		{"fails on berth only", []Failure{{Context: "kind-berth", Subset: "net", Spec: "a"}}, 1},
+		{"fails on reference only", []Failure{{Context: "kind-ref", Subset: "net", Spec: "a"}}, 0},
+		{"same spec, other subset on reference", []Failure{{Context: "kind-berth", Subset: "net", Spec: "a"}, {Context: "kind-ref", Subset: "pods", Spec: "a"}}, 1},
+	} {
+		rep := &Report{Clusters: clusters, Failures: tc.failures}
+		if got := len(rep.Unexcused()); got != tc.want {
+			t.Errorf("%s: %d unexcused, want %d", tc.name, got, tc.want)
 		}
 	}
 }
