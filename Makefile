@@ -57,7 +57,7 @@ critest: ## CRI conformance (critest v1.36) against berth-cri and containerd's o
 	bash hack/install-cri-tools.sh
 	BERTH_CRITEST=1 $(GO) test -count=1 -v -timeout 120m -run TestCritest ./test/critest/
 
-perf: ## network, dataplane, CRI and CSI reports (iperf3, shaping, RTT, ADD latency, pod start latency, RSS, fio) under test/perf/results
+perf: ## network, dataplane, CRI, CSI and in-cluster kind reports (iperf3, shaping, RTT, ADD latency, pod start latency, RSS, fio) under test/perf/results
 	bash hack/perf.sh
 
 e2e: ## end-to-end suites (test/e2e) against the kind cluster from `make up` (context kind-berth), then the upstream e2e subsets
