@@ -17,7 +17,7 @@ import (
 // startKubernetes starts the syncer that writes the peers and mapping
 // files from the API, waits for the first files, and returns the options
 // pointing the reconciler at them.
-func startKubernetes(ctx context.Context, o options, logger *slog.Logger) (options, error) {
+func startKubernetes(ctx context.Context, o options, logger *slog.Logger, dp *dataplane, m *metrics) (options, error) {
 	if o.peersFile == "" {
 		o.peersFile = defaultKubePeersFile
 	}
@@ -64,7 +64,8 @@ func startKubernetes(ctx context.Context, o options, logger *slog.Logger) (optio
 		}
 		s.Confs = append(s.Confs, kube.Conf{Template: string(tmpl), File: o.confFiles[i]})
 	}
-	if len(s.Confs) > 0 {
+	remote := o.remoteEndpoints && o.bpfPinDir != ""
+	if len(s.Confs) > 0 || remote {
 		node := o.nodeName
 		if node == "" {
 			host, err := os.Hostname()
@@ -74,6 +75,23 @@ func startKubernetes(ctx context.Context, o options, logger *slog.Logger) (optio
 			node = strings.ToLower(host)
 		}
 		s.NodeName = node
+	}
+	// The registry gives the identities of remote pods as of local ones;
+	// with cluster-wide indexes it is also where the table is mirrored.
+	s.TenantRegistry = o.tenantRegistry
+	if remote {
+		s.RemoteMaps = func() (kube.RemoteMap, error) {
+			maps, err := dp.ensureMaps()
+			if err != nil {
+				return nil, err
+			}
+			rm, ok := maps.(kube.RemoteMap)
+			if !ok {
+				return nil, fmt.Errorf("the BPF maps in %s have no berth_remote", o.bpfPinDir)
+			}
+			return rm, nil
+		}
+		s.OnRemote = m.observeRemote
 	}
 	switch {
 	case o.tenantTable == "-" || o.tenantTable == "":
@@ -87,12 +105,11 @@ func startKubernetes(ctx context.Context, o options, logger *slog.Logger) (optio
 			return o, fmt.Errorf("--tenant-configmap %q: want namespace/name", o.tenantTable)
 		}
 		s.Tenants = &kube.TenantAllocator{Client: client, Namespace: ns, Name: name, Logger: s.Logger}
-		s.TenantRegistry = o.tenantRegistry
 	}
 	if err := s.Run(ctx); err != nil {
 		return o, err
 	}
 	logger.Info("Kubernetes mode: peers and tenant mapping follow the API", "peersFile", o.peersFile, "mappingFile", o.mappingFile,
-		"tenantConfigMap", o.tenantTable, "tenantRegistry", o.tenantRegistry, "conflists", o.confFiles)
+		"tenantConfigMap", o.tenantTable, "tenantRegistry", o.tenantRegistry, "conflists", o.confFiles, "remoteEndpoints", remote)
 	return o, nil
 }

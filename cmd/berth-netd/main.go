@@ -74,6 +74,8 @@ type options struct {
 	// tenantTable is namespace/name of the ConfigMap holding the
 	// cluster-wide tenant indexes; "-" leaves indexes to berth-cni.
 	tenantTable string
+	// remoteEndpoints: watch the other nodes' pods and keep berth_remote.
+	remoteEndpoints bool
 }
 
 // Kubernetes-mode defaults: where the files written from the API live.
@@ -102,6 +104,9 @@ func newRootCommand() *cobra.Command {
 		resync:         overlay.DefaultResyncInterval,
 		logLevel:       "info",
 		logFormat:      "text",
+		// On by default: without it, pods of different tenants on
+		// different nodes reach each other on flat networks.
+		remoteEndpoints: true,
 	}
 	cmd := &cobra.Command{
 		Use:   "berth-netd",
@@ -161,6 +166,7 @@ Peers file format (JSON):
 	f.StringArrayVar(&o.confTemplates, "cni-conflist-template", nil, "with --kubernetes, a conflist template ({{.PodCIDR}}, {{.NodeName}}, {{.PodCIDRThirdOctet}}) rendered for this node once its pod CIDR is allocated; repeatable, paired in order with --cni-conflist")
 	f.StringArrayVar(&o.confFiles, "cni-conflist", nil, "where to write the rendered conflist, e.g. /etc/cni/net.d/10-berth.conflist; repeatable (written in file-name order, the runtime's default network first)")
 	f.StringVar(&o.tenantTable, "tenant-configmap", defaultKubeTenantTable, "with --kubernetes, namespace/name of the ConfigMap of cluster-wide tenant indexes, mirrored into --tenant-registry (berth-cni: tenancy.registryMode \"cluster\"); \"-\" leaves indexes to berth-cni on each node")
+	f.BoolVar(&o.remoteEndpoints, "remote-endpoints", o.remoteEndpoints, "with --kubernetes and --bpf-pin-dir, watch the pods of the other nodes and keep the BPF map of their tenants (berth_remote), which keeps tenants apart across nodes on flat networks (macvlan, ipvlan)")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --kubernetes (default: the in-cluster service account)")
 	f.StringVar(&o.mappingFile, "tenant-mapping-file", "", "with --kubernetes, the namespace → tenant file to write for berth-cni (default "+defaultKubeMappingFile+"; \"-\" disables)")
 	f.Uint32Var(&o.vni, "vni", o.vni, "VXLAN network identifier of the default tenant, unless --vni-base is given; the device is named berth.<vni>")
@@ -279,9 +285,12 @@ func newWatcher(o options, logger *slog.Logger) (*overlay.Watcher, error) {
 // run serves metrics and runs the watcher until ctx is done. The device is
 // deliberately left in place on exit.
 func run(ctx context.Context, o options, logger *slog.Logger) error {
+	m := newMetrics()
+	dp := newDataplane(o, logger, m)
+	defer dp.close()
 	if o.kubernetes {
 		var err error
-		if o, err = startKubernetes(ctx, o, logger); err != nil {
+		if o, err = startKubernetes(ctx, o, logger, dp, m); err != nil {
 			return err
 		}
 	}
@@ -289,9 +298,6 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	m := newMetrics()
-	dp := newDataplane(o, logger, m)
-	defer dp.close()
 	if err := m.register(newDropsCollector(dp.currentMaps, o.tenantRegistry, logger)); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/berthdev/berth/cni/kube"
 	"github.com/berthdev/berth/cni/overlay"
 )
 
@@ -27,6 +28,10 @@ type metrics struct {
 	// Written by the dataplane.
 	bpfAvailable   prometheus.Gauge
 	staleEndpoints prometheus.Counter
+	// Written by the Kubernetes syncer's berth_remote loop.
+	remoteEntries prometheus.Gauge
+	remoteChanges *prometheus.CounterVec
+	remoteErrors  prometheus.Counter
 	// ready flips once the overlay has been programmed successfully; until
 	// then pods on this node cannot reach other nodes.
 	ready atomic.Bool
@@ -72,9 +77,21 @@ func newMetrics() *metrics {
 			Name: "berth_netd_stale_endpoints_removed_total",
 			Help: "BPF endpoints of this node's pod CIDR removed because no IPAM allocation holds their address any more.",
 		}),
+		remoteEntries: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "berth_netd_remote_endpoints",
+			Help: "Entries in berth_remote after the last successful sync: the addresses of other nodes' pods, plus one per flat network subnet (--kubernetes only).",
+		}),
+		remoteChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_netd_remote_endpoint_changes_total",
+			Help: "berth_remote entries changed by syncs, by operation (added, changed, removed).",
+		}, []string{"op"}),
+		remoteErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "berth_netd_remote_sync_errors_total",
+			Help: "Failed syncs of berth_remote (retried; see the log).",
+		}),
 	}
 	m.reg.MustRegister(m.reconciles, m.errors, m.duration, m.peers, m.changes, m.lastSuccess,
-		m.devices, m.bpfAvailable, m.staleEndpoints,
+		m.devices, m.bpfAvailable, m.staleEndpoints, m.remoteEntries, m.remoteChanges, m.remoteErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the label values a dashboard alerts on, so that "no
 	// errors yet" reads as 0 rather than as a missing series.
@@ -83,6 +100,9 @@ func newMetrics() *metrics {
 	}
 	for _, op := range []string{"added", "removed"} {
 		m.changes.WithLabelValues(op)
+	}
+	for _, op := range []string{"added", "changed", "removed"} {
+		m.remoteChanges.WithLabelValues(op)
 	}
 	return m
 }
@@ -118,6 +138,18 @@ func (m *metrics) observe(r overlay.Result) {
 		m.lastSuccess.SetToCurrentTime()
 		m.ready.Store(true)
 	}
+}
+
+// observeRemote records one sync of berth_remote.
+func (m *metrics) observeRemote(st kube.RemoteStats, err error) {
+	m.remoteChanges.WithLabelValues("added").Add(float64(st.Added))
+	m.remoteChanges.WithLabelValues("changed").Add(float64(st.Changed))
+	m.remoteChanges.WithLabelValues("removed").Add(float64(st.Removed))
+	if err != nil {
+		m.remoteErrors.Inc()
+		return
+	}
+	m.remoteEntries.Set(float64(st.Entries))
 }
 
 // register adds a collector to the private registry.

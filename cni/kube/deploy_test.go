@@ -19,6 +19,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"sigs.k8s.io/yaml"
 
@@ -242,7 +244,14 @@ func rbacAllows(rules []rbacv1.PolicyRule, verb, resource, name string) bool {
 // (which RBAC cannot limit to a name), and in particular no list or watch
 // of all of them.
 func TestShippedRBAC(t *testing.T) {
-	roles, _ := shippedRBAC(t)
+	roles, clusterRoles := shippedRBAC(t)
+	cr := clusterRoles["berth-netd"]
+	// Pods: list and watch, cluster-wide, for berth_remote; nothing else.
+	for verb, want := range map[string]bool{"list": true, "watch": true, "get": false, "update": false, "delete": false, "create": false} {
+		if got := rbacAllows(cr.Rules, verb, "pods", ""); got != want {
+			t.Errorf("ClusterRole berth-netd: %s pods allowed=%v, want %v", verb, got, want)
+		}
+	}
 	role, ok := roles["berth-netd-tenants"]
 	if !ok || role.Namespace != DefaultTenantsNamespace {
 		t.Fatalf("no Role berth-netd-tenants in %s: %v", DefaultTenantsNamespace, roles)
@@ -266,6 +275,56 @@ func TestShippedRBAC(t *testing.T) {
 		if got := rbacAllows(role.Rules, tc.verb, "configmaps", tc.name); got != tc.want {
 			t.Errorf("%s configmaps %q: allowed=%v, want %v", tc.verb, tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestPodRequestsFitRBAC runs the Syncer with remote endpoints against a
+// fake API and checks every Pod request it made against the shipped
+// ClusterRole, and that it lists and watches with the field selector that
+// keeps its own node's, host-network and finished pods out.
+func TestPodRequestsFitRBAC(t *testing.T) {
+	_, clusterRoles := shippedRBAC(t)
+	rules := clusterRoles["berth-netd"].Rules
+	client := fake.NewClientset(node("w1", "10.244.1.0/24", "172.18.0.2", nil), pod("tnh-a", "p", "w2", []string{"198.19.2.5"}))
+	dir := t.TempDir()
+	f := newFakeRemote(nil)
+	s := &Syncer{Client: client, PeersFile: filepath.Join(dir, "peers.json"), MappingFile: filepath.Join(dir, "ns.json"),
+		Logger: discard(), NodeName: "w1", TenantRegistry: filepath.Join(dir, "tenants.json"),
+		RemoteMaps: func() (RemoteMap, error) { return f, nil }}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := s.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(f.snapshot()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("berth_remote never filled")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	seen := map[string]bool{}
+	for _, a := range client.Actions() {
+		if a.GetResource().Resource != "pods" {
+			continue
+		}
+		seen[a.GetVerb()] = true
+		var sel string
+		switch a := a.(type) {
+		case k8stesting.ListAction:
+			sel = a.GetListRestrictions().Fields.String()
+		case k8stesting.WatchAction:
+			sel = a.GetWatchRestrictions().Fields.String()
+		}
+		if a.GetNamespace() != "" || !rbacAllows(rules, a.GetVerb(), "pods", "") {
+			t.Errorf("%s pods in %q is not allowed by the shipped ClusterRole", a.GetVerb(), a.GetNamespace())
+		}
+		if want := fields.ParseSelectorOrDie(PodFieldSelector("w1")).String(); sel != want {
+			t.Errorf("%s pods with field selector %q, want %q", a.GetVerb(), sel, want)
+		}
+	}
+	if !seen["list"] || !seen["watch"] {
+		t.Errorf("no list and watch of pods: %v", seen)
 	}
 }
 

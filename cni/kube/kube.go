@@ -156,6 +156,16 @@ type Syncer struct {
 	Tenants        *TenantAllocator
 	TenantRegistry string
 
+	// RemoteMaps, with NodeName, makes the Syncer watch the pods of the
+	// other nodes and keep berth_remote, the BPF map of their tenants
+	// (remote.go); it opens the pinned maps, and is called again after a
+	// failure. TenantRegistry is then the registry whose indexes give the
+	// identities (this node's, as for its own pods). Nil: no pods are
+	// watched.
+	RemoteMaps func() (RemoteMap, error)
+	// OnRemote, if set, is told of every berth_remote sync (metrics).
+	OnRemote func(RemoteStats, error)
+
 	mu      sync.Mutex
 	written map[string][]byte
 	// Writes counts file rewrites (for tests and metrics).
@@ -163,6 +173,14 @@ type Syncer struct {
 	// wantTenants is what the namespaces name; kick wakes the assigner.
 	wantTenants []string
 	kick        chan struct{}
+	// nsTenants and flatSubnets are the last namespace mapping and the
+	// flat networks' subnets, for berth_remote; remoteKick wakes its loop.
+	nsTenants   map[string]string
+	flatSubnets []netip.Prefix
+	remoteKick  chan struct{}
+	// filesDone is closed once Run has written the first files, so the
+	// namespace mapping and the flat subnets are known.
+	filesDone chan struct{}
 }
 
 // Conf is one conflist to render: a template and the file to write.
@@ -180,6 +198,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 		s.Resync = 10 * time.Minute
 	}
 	s.written = map[string][]byte{}
+	s.filesDone = make(chan struct{})
 	f := informers.NewSharedInformerFactory(s.Client, s.Resync)
 	nodes := f.Core().V1().Nodes()
 	nodeLister := nodes.Lister()
@@ -258,9 +277,25 @@ func (s *Syncer) Run(ctx context.Context) error {
 			if s.Tenants != nil {
 				s.setWantTenants(m)
 			}
+			s.mu.Lock()
+			s.nsTenants = m
+			s.mu.Unlock()
+			s.kickRemote()
 		}
 		nss.Informer().AddEventHandler(handler(syncNS))
 		informersToSync = append(informersToSync, nss.Informer().HasSynced)
+	}
+	if s.RemoteMaps != nil {
+		// Not among the caches Run waits for: the files above must not
+		// wait for (or fail with) the pod list, the largest one; the
+		// remote loop waits for it itself.
+		var synced []cache.InformerSynced
+		if s.MappingFile != "" {
+			synced = append(synced, f.Core().V1().Namespaces().Informer().HasSynced)
+		}
+		if err := s.startRemote(ctx, synced); err != nil {
+			return err
+		}
 	}
 	f.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), informersToSync...) {
@@ -270,6 +305,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 	if syncNS != nil {
 		syncNS()
 	}
+	close(s.filesDone)
 	return nil
 }
 
@@ -290,6 +326,8 @@ func (s *Syncer) renderConf(nodes []*corev1.Node) {
 		}
 		confs := slices.Clone(s.Confs)
 		sort.SliceStable(confs, func(i, j int) bool { return filepath.Base(confs[i].File) < filepath.Base(confs[j].File) })
+		var flat []netip.Prefix
+		defer func() { s.setFlatSubnets(flat) }()
 		for _, c := range confs {
 			b, err := RenderConf(c.Template, ConfData{PodCIDR: cidr, NodeName: n.Name})
 			if err != nil {
@@ -299,8 +337,26 @@ func (s *Syncer) renderConf(nodes []*corev1.Node) {
 			if !s.writeRaw(c.File, b) {
 				return
 			}
+			sub, err := FlatSubnets(b)
+			if err != nil {
+				s.Logger.Error("read the flat networks of a conflist", "file", c.File, "err", err)
+			}
+			flat = append(flat, sub...)
 		}
 		return
+	}
+}
+
+// setFlatSubnets records the flat networks' subnets of the written
+// conflists and wakes the remote loop when they changed.
+func (s *Syncer) setFlatSubnets(flat []netip.Prefix) {
+	slices.SortFunc(flat, comparePrefix)
+	s.mu.Lock()
+	same := slices.Equal(flat, s.flatSubnets)
+	s.flatSubnets = flat
+	s.mu.Unlock()
+	if !same {
+		s.kickRemote()
 	}
 }
 
@@ -487,5 +543,6 @@ func (s *Syncer) mirror(table map[string]uint32) {
 	if changed {
 		s.Writes++
 		s.Logger.Info("tenant registry follows the cluster's table", "registry", s.TenantRegistry, "tenants", len(table))
+		s.kickRemote()
 	}
 }

@@ -242,6 +242,18 @@ func (r Registry) Lookup(name string) (uint32, bool, error) {
 	return i, ok, nil
 }
 
+// Snapshot returns every registered tenant without taking the lock, for
+// readers that must not wait behind ADDs (berth-netd): writers replace the
+// file by an atomic rename, so it is read whole. A missing file is an
+// empty registry.
+func (r Registry) Snapshot() (map[string]uint32, error) {
+	f, err := r.read()
+	if err != nil {
+		return nil, err
+	}
+	return f.Tenants, nil
+}
+
 // Conflict is a local registry entry that disagreed with the cluster's
 // assignment when it was mirrored: the cluster wins.
 type Conflict struct {
