@@ -138,8 +138,11 @@ labelled berth.dev/tenant=<tenant>, for berth-cni's tenancy.mappingFile.
 Tenant indexes are then assigned cluster-wide in the --tenant-configmap
 ConfigMap (append-only, written with resourceVersion checks by whichever
 berth-netd first sees a new tenant) and mirrored into --tenant-registry, which
-berth-cni reads with tenancy.registryMode "cluster". If the API server goes
-away, the last files stay and the overlay keeps working.
+berth-cni reads with tenancy.registryMode "cluster". It also watches the other
+nodes' Pods and keeps the BPF map berth_remote of their tenants (and the flat
+networks' subnets as the default tenant's), which keeps tenants apart across
+nodes on macvlan/ipvlan networks (--remote-endpoints). If the API server goes
+away, the last files and map entries stay and the overlay keeps working.
 
 Peers file format (JSON):
   [{"nodeName":"n1","underlayIP":"198.18.0.1","podCIDR":"198.18.64.0/24"}, ...]`,

@@ -77,7 +77,7 @@ func TestTenantIndex(t *testing.T) {
 			code:          ErrCodeTenantMismatch, msg: `the pod asks for tenant "alpha" (annotation berth.dev/tenant) but its namespace "tnh-b" belongs to tenant "beta"`, written: true},
 		{name: "cluster: a pod label (runtimeConfig.tenant) naming another tenant is refused", mode: "cluster", registry: map[string]uint32{"default": 0, "alpha": 3, "beta": 4},
 			mapping: map[string]string{"tnh-b": "beta"}, args: "K8S_POD_NAMESPACE=tnh-b", runtimeConfig: map[string]any{"tenant": "alpha"},
-			code: ErrCodeTenantMismatch, msg: `"alpha" (runtimeConfig.tenant)`, written: true},
+			code: ErrCodeTenantMismatch, msg: `"alpha" (runtimeConfig.tenant, from the pod's berth.dev/tenant label or annotation)`, written: true},
 		{name: "local: the annotation still chooses (standalone nodes)", registry: map[string]uint32{"default": 0, "alpha": 3, "beta": 4},
 			mapping: map[string]string{"tnh-b": "beta"}, args: "K8S_POD_NAMESPACE=tnh-b",
 			runtimeConfig: map[string]any{"io.kubernetes.cri.pod-annotations": map[string]string{"berth.dev/tenant": "alpha"}},

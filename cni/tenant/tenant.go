@@ -71,10 +71,17 @@ type MismatchError struct {
 }
 
 func (e *MismatchError) Error() string {
+	from := e.From
+	if from == srcRuntimeConfig {
+		// What a pod owner recognises: berth-cri fills it from the pod.
+		from += ", from the pod's " + AnnotationKey + " label or annotation"
+	}
 	return fmt.Sprintf("the pod asks for tenant %q (%s) but its namespace %q belongs to tenant %q; "+
 		"with tenancy.registryMode %q the Namespace's %s label decides, so remove the pod's %s label and annotation or set them to %q",
-		e.Asked, e.From, e.Namespace, e.NamespaceTenant, ModeCluster, AnnotationKey, AnnotationKey, e.NamespaceTenant)
+		e.Asked, from, e.Namespace, e.NamespaceTenant, ModeCluster, AnnotationKey, AnnotationKey, e.NamespaceTenant)
 }
+
+const srcRuntimeConfig = "runtimeConfig.tenant"
 
 // Sources are the places a tenant can come from, most specific first.
 type Sources struct {
@@ -105,7 +112,7 @@ type Sources struct {
 func Resolve(s Sources) (string, error) {
 	var podSet []podSource
 	for _, c := range []podSource{
-		{"runtimeConfig.tenant", s.RuntimeConfig},
+		{srcRuntimeConfig, s.RuntimeConfig},
 		{"CNI_ARGS BERTH_TENANT", s.Args},
 		{"annotation " + AnnotationKey, s.Annotations[AnnotationKey]},
 	} {
