@@ -360,8 +360,11 @@ func transferRate(t *testing.T, c *Cluster, ns, from, serverIP string, bytes int
 		t.Fatalf("transfer: got %d bytes, want %d", n, bytes)
 	}
 	secs := b - a
-	if secs < 0.01 {
-		secs = 0.01 // below /proc/uptime's resolution
+	if secs < 0.05 {
+		// Only a few ticks of /proc/uptime (10 ms): the rate is coarse,
+		// which only matters for the unshaped pod, judged by a lower bound.
+		t.Logf("%s: %d bytes in %.2f s, near /proc/uptime's 10 ms resolution", from, bytes, secs)
+		secs = max(secs, 0.01)
 	}
 	return float64(bytes) * 8 / secs
 }
