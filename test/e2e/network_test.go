@@ -244,8 +244,9 @@ var received = regexp.MustCompile(`(\d+) packets received`)
 // pods in tenant t. Pods of one tenant reach each other across nodes; a pod
 // of another tenant gets no packet through, on another node or on the same
 // one: ping gets zero replies, a TCP connect fails, and the target never
-// saw the connection. On the default (VXLAN) network, and on macvlan, where
-// only the same-node separation is claimed.
+// saw the connection. On the default (VXLAN) network, where per-tenant
+// VNIs keep tenants apart, and on macvlan, where berth-netd's berth_remote
+// map tells each node the tenants of the other nodes' pods.
 func TestTenantIsolation(t *testing.T) {
 	c := Connect(t)
 	n0, n1 := c.TwoNodes(t)
@@ -300,12 +301,6 @@ func tenantIsolation(t *testing.T, c *Cluster, n0, n1, network string) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if network == MacvlanNetwork && !tc.reach && tc.from.node != tc.to.node {
-				// Measured here: 5 of 5 pings and the TCP payload pass.
-				t.Skip("known limit, documented in docs/cni-config.md and docs/dataplane.md#limits: on berth-macvlan, " +
-					"tenant isolation holds only between pods of one node (a node's berth_endpoints map knows only its own pods' tenants, " +
-					"and macvlan has no per-tenant VNI)")
-			}
 			token := "hello-from-" + tc.from.name + "-" + tc.name
 			send := func() (string, string, error) {
 				return c.Exec(tc.from.ns, tc.from.name, "sh", "-c", "echo "+token+" | nc -w 3 "+ips[tc.to]+" 8080")
