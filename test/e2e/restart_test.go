@@ -204,8 +204,10 @@ func recordRunning(t *testing.T, c *Cluster) map[types.UID]podRecord {
 }
 
 // TestCRIRestart: `systemctl restart berth-cri` on every node at once keeps
-// every running pod of the cluster running: same container IDs, no restart
-// counted, exec still works, and new pods start afterwards.
+// every running pod running: berth-cri reports the same containers running,
+// kubelet counts no restart and keeps the same container IDs, exec still
+// works, and new pods start afterwards. Judged for the cluster's own pods
+// and this test's; other suites' pods are logged.
 func TestCRIRestart(t *testing.T) {
 	c := Connect(t)
 	all := c.NodesOfCluster(t)
@@ -310,7 +312,7 @@ func TestCRIRestart(t *testing.T) {
 				t.Logf("%s/%s (%s) on %s: not running any more, but its pod is gone or going (deleted by someone else)", ctr.pod, ctr.name, id[:12], n)
 				continue
 			}
-			t.Errorf("%s: berth-cri on %s no longer reports container %s (%s) as running", ctr.pod, n, ctr.name, id[:12])
+			complain(t, ns, ctr.pod)("%s: berth-cri on %s no longer reports container %s (%s) as running", ctr.pod, n, ctr.name, id[:12])
 		}
 		t.Logf("%s: %d containers running before, %d after", n, len(criBefore[n]), len(now))
 	}
@@ -337,17 +339,30 @@ func TestCRIRestart(t *testing.T) {
 			continue // started after the snapshot, or being deleted (by someone else)
 		}
 		checked++
+		report := complain(t, ns, r.name)
 		if p.Status.Phase != corev1.PodRunning {
-			t.Errorf("%s on %s: phase %s after the restart", r.name, r.node, p.Status.Phase)
+			report("%s on %s: phase %s after the restart", r.name, r.node, p.Status.Phase)
 		}
 		for _, cs := range p.Status.ContainerStatuses {
 			if id := r.containers[cs.Name]; id != cs.ContainerID {
-				t.Errorf("%s/%s on %s: container %s → %s (%s)", r.name, cs.Name, r.node, id, cs.ContainerID, stateString(cs.State))
+				report("%s/%s on %s: container %s → %s (%s)", r.name, cs.Name, r.node, id, cs.ContainerID, stateString(cs.State))
 			}
 			if n := r.restarts[cs.Name]; n != cs.RestartCount {
-				t.Errorf("%s/%s on %s: restarts %d → %d (last %s)", r.name, cs.Name, r.node, n, cs.RestartCount, stateString(cs.LastTerminationState))
+				report("%s/%s on %s: restarts %d → %d (last %s)", r.name, cs.Name, r.node, n, cs.RestartCount, stateString(cs.LastTerminationState))
 			}
 		}
 	}
 	t.Logf("%d pods running before the restart, %d still there and checked", len(before), checked)
+}
+
+// complain fails the test for a pod of the cluster's own namespaces
+// (kube-system, berth-system, the demo's) or of this test; pods of other
+// namespaces belong to whatever else runs against the cluster (the upstream
+// suite's pods exit and restart by design), so they are only logged.
+func complain(t *testing.T, testNS, pod string) func(string, ...any) {
+	ns, _, _ := strings.Cut(pod, "/")
+	if ns == testNS || ns == "kube-system" || ns == SystemNamespace || strings.HasPrefix(ns, "berth-demo-") {
+		return t.Errorf
+	}
+	return func(format string, args ...any) { t.Logf("(not judged, another suite's pod) "+format, args...) }
 }
