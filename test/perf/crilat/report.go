@@ -465,15 +465,7 @@ func WriteOutputs(dir string, r *Report) error {
 
 // ReadReport loads a cri.json.
 func ReadReport(path string) (*Report, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var r Report
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return &r, nil
+	return report.ReadJSON[Report](path)
 }
 
 // measured are the runtimes that were not skipped, in report order.

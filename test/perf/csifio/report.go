@@ -293,9 +293,9 @@ func (r *Report) ratio(j Job) Ratio {
 	if aok {
 		ra.Anchor = a.Median
 	}
-	ra.BerthNative = div(ra.Berth, ra.Native)
-	ra.AnchorNative = div(ra.Anchor, ra.Native)
-	ra.BerthAnchor = div(ra.Berth, ra.Anchor)
+	ra.BerthNative = report.Ratio(ra.Berth, ra.Native)
+	ra.AnchorNative = report.Ratio(ra.Anchor, ra.Native)
+	ra.BerthAnchor = report.Ratio(ra.Berth, ra.Anchor)
 	ra.judge()
 	if nok && bok && (n.N > 1 || b.N > 1) {
 		ra.Noise = rangeNoise(n, b)
@@ -342,24 +342,9 @@ func rangeNoise(n, b Summary) string {
 	return "ranges apart"
 }
 
-func div(a, b float64) float64 {
-	if math.IsNaN(a) || math.IsNaN(b) || b <= 0 {
-		return math.NaN()
-	}
-	return a / b
-}
-
 // ReadReport loads a csi.json.
 func ReadReport(path string) (*Report, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var r Report
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return &r, nil
+	return report.ReadJSON[Report](path)
 }
 
 // WriteOutputs writes csi.json, csi.md and the charts into dir, each via a

@@ -79,7 +79,7 @@ func Markdown(r *Report) string {
 						row = append(row, "n/a")
 						continue
 					}
-					row = append(row, f2(div(perfnet.Val(b.MedianGbps), perfnet.Val(ref.MedianGbps))))
+					row = append(row, f2(report.Ratio(perfnet.Val(b.MedianGbps), perfnet.Val(ref.MedianGbps))))
 				}
 				rows = append(rows, row)
 			}
@@ -154,7 +154,7 @@ func Markdown(r *Report) string {
 				bs, _ := f.summary(j.ID, FioBerth)
 				rows = append(rows, []string{j.ID, j.Unit,
 					rangeCell(h.Median, h.Min, h.Max, "%.0f"), rangeCell(bs.Median, bs.Min, bs.Max, "%.0f"),
-					f2(div(perfnet.Val(bs.Median), perfnet.Val(h.Median))), fmt.Sprintf("≥ %.2f", csifio.ClassTarget(j.Class)),
+					f2(report.Ratio(perfnet.Val(bs.Median), perfnet.Val(h.Median))), fmt.Sprintf("≥ %.2f", csifio.ClassTarget(j.Class)),
 					pf(h.ClatP99Us, "%.0f"), pf(bs.ClatP99Us, "%.0f")})
 			}
 			w("%s\n", report.Table([]string{"job", "unit", FioHostPath, FioBerth, "berth-csi ÷ hostPath", "CSI issue target (÷ native)", "clat p99 µs hostPath", "clat p99 µs berth-csi"}, rows))
@@ -429,9 +429,9 @@ func Charts(r *Report) map[string][]byte {
 			bs, _ := f.summary(j.ID, FioBerth)
 			h, _ := f.summary(j.ID, FioHostPath)
 			hv := perfnet.Val(h.Median)
-			s.Values = append(s.Values, div(perfnet.Val(bs.Median), hv))
-			s.Low = append(s.Low, div(perfnet.Val(bs.Min), hv))
-			s.High = append(s.High, div(perfnet.Val(bs.Max), hv))
+			s.Values = append(s.Values, report.Ratio(perfnet.Val(bs.Median), hv))
+			s.Low = append(s.Low, report.Ratio(perfnet.Val(bs.Min), hv))
+			s.High = append(s.High, report.Ratio(perfnet.Val(bs.Max), hv))
 		}
 		out["kind-fio.svg"] = report.Chart{Title: "kind: fio on a berth-csi PVC ÷ hostPath, same pod", YLabel: "berth-csi ÷ hostPath",
 			Groups: groups, Series: []report.Series{s}, Lines: []report.HLine{{Value: 1, Label: "hostPath"}}, YMax: 3,
@@ -467,7 +467,7 @@ func SummaryTable(r *Report) string {
 		for i := 0; i < n; i++ {
 			bv, rv := b(i), ref(i)
 			seen = seen || !math.IsNaN(bv) || !math.IsNaN(rv)
-			bs, rs, qs = append(bs, fnum(bv, format)), append(rs, fnum(rv, format)), append(qs, f2(div(bv, rv)))
+			bs, rs, qs = append(bs, fnum(bv, format)), append(rs, fnum(rv, format)), append(qs, f2(report.Ratio(bv, rv)))
 		}
 		if seen {
 			rows = append(rows, []string{label, strings.Join(bs, " / "), strings.Join(rs, " / "), strings.Join(qs, " / ")})

@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 
 	"github.com/berthdev/berth/test/perf/csifio"
 	"github.com/berthdev/berth/test/perf/perfnet"
@@ -486,7 +485,7 @@ func (r *Report) Finalize() {
 // ratios lists every berth ÷ reference figure, in report order.
 func (r *Report) ratios() {
 	add := func(ra Ratio) {
-		ra.Ratio = div(ra.Berth, ra.Ref)
+		ra.Ratio = report.Ratio(ra.Berth, ra.Ref)
 		r.Ratios = append(r.Ratios, ra)
 	}
 	for _, net := range []string{NetBerthVXLAN, NetBerthMacvlan} {
@@ -577,24 +576,9 @@ func overlap(alo, ahi, blo, bhi *float64) string {
 	return ""
 }
 
-func div(a, b float64) float64 {
-	if math.IsNaN(a) || math.IsNaN(b) || b == 0 {
-		return math.NaN()
-	}
-	return a / b
-}
-
 // Load reads a saved kind.json.
 func Load(path string) (*Report, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var r Report
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return &r, nil
+	return report.ReadJSON[Report](path)
 }
 
 // Files renders kind.json, kind.md and the charts.

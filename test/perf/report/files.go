@@ -1,6 +1,8 @@
 package report
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -28,4 +30,18 @@ func WriteFiles(dir string, files map[string][]byte) error {
 		}
 	}
 	return nil
+}
+
+// ReadJSON loads a saved report (every suite keeps its figures as JSON next
+// to the Markdown, so a report can be re-rendered without rerunning it).
+func ReadJSON[T any](path string) (*T, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var v T
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &v, nil
 }

@@ -49,3 +49,13 @@ func sorted(xs []float64) []float64 {
 	sort.Float64s(s)
 	return s
 }
+
+// Ratio is a / b for two measurements, NaN when either is missing (NaN) or
+// b is not positive: a ratio to a failed or empty reference means nothing,
+// and NaN renders as "n/a" rather than as a misleading number.
+func Ratio(a, b float64) float64 {
+	if math.IsNaN(a) || math.IsNaN(b) || b <= 0 {
+		return math.NaN()
+	}
+	return a / b
+}
