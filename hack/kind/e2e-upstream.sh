@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e-upstream.sh [--context CTX]... [--subset NAME]... [--procs N] [--no-report]
+# e2e-upstream.sh [--context CTX]... [--subset NAME]... [--procs N] [--no-report] [--notes FILE]
 #
 # Runs subsets of the upstream Kubernetes e2e suite (e2e.test and ginkgo from
 # hack/kind/build-k8s.sh e2e, the same Kubernetes version as the clusters)
@@ -20,13 +20,16 @@
 #               repeatable; default: all four
 #   --procs     ginkgo parallel processes (default 2; the machine has 2 cores)
 #   --no-report do not regenerate test/e2e/results/upstream.{md,json}
+#   --notes     Markdown file put into the report (how the run was made)
 #
 # Every subset drops what test/e2e/upstream/skips.tsv lists, each rule with
 # its reason ([Serial], [Slow], [Disruptive], [Flaky], features the clusters
 # lack, ...). The e2e test images are built offline and loaded first
 # (test/e2e/upstream/images.sh). JUnit reports and logs land in
-# _output/e2e-upstream/results/<context>/<subset>/. Exit status: 0 when every
-# subset ran and none failed on the berth cluster(s); 1 otherwise.
+# _output/e2e-upstream/results/<context>/<subset>/. Exit status: 1 when a spec
+# failed on a berth cluster without failing on the reference cluster too (a
+# spec failing on both is the suite's or the environment's problem and is
+# only reported), or, with --no-report, when any berth run failed; else 0.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -36,13 +39,14 @@ export PATH=$here/docker-shim:$KIND_BIN:$PATH
 log() { printf '[e2e-upstream] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-contexts=() subsets=() procs=2 report=1
+contexts=() subsets=() procs=2 report=1 notes=""
 while [ $# -gt 0 ]; do
 	case $1 in
 	--context) contexts+=("$2"); shift 2 ;;
 	--subset) subsets+=("$2"); shift 2 ;;
 	--procs) procs=$2; shift 2 ;;
 	--no-report) report=0; shift ;;
+	--notes) notes=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift 2 ;;
 	*) sed -n '2p' "$0" >&2; exit 2 ;;
 	esac
 done
@@ -61,6 +65,7 @@ bash "$here/build-k8s.sh" e2e
 for b in e2e.test ginkgo kubectl kind; do command -v "$b" >/dev/null || die "$b is not built"; done
 
 out=$REPO_ROOT/_output/e2e-upstream/results
+mkdir -p "$out"
 driver=$repo/test/e2e/upstream/berth-csi-driver.yaml
 skips=$repo/test/e2e/upstream/skips.tsv
 
@@ -73,13 +78,10 @@ focus_of() {
 	storage) echo 'External.Storage \[Driver: berth\.csi\.dev\]' ;;
 	esac
 }
-# skip_of SUBSET: the skips.tsv rules for SUBSET joined into one regex; the
-# conformance subset also drops what net and pods run, so nothing runs twice.
+# skip_of SUBSET: the skips.tsv rules for SUBSET joined into one regex (the
+# conformance rules include what net and pods run, so nothing runs twice).
 skip_of() {
-	local re
-	re=$(awk -F '\t' -v s="$1" '!/^#/ && NF >= 3 && ($1 == "*" || index("," $1 ",", "," s ",")) {print $2}' "$skips" | paste -sd'|' -)
-	[ "$1" != conformance ] || re="$re|$(focus_of net)|$(focus_of pods)"
-	printf '%s' "$re"
+	awk -F '\t' -v s="$1" '!/^#/ && NF >= 3 && ($1 == "*" || index("," $1 ",", "," s ",")) {print $2}' "$skips" | paste -sd'|' -
 }
 
 # recipe_of CTX: berth when the cluster's nodes run berth-cri
@@ -93,6 +95,10 @@ bash "$repo/test/e2e/upstream/images.sh" build
 status=0
 for ctx in "${contexts[@]}"; do
 	kubectl config get-contexts -o name | grep -qx "$ctx" || die "no kubectl context $ctx"
+	# One run per cluster at a time: a second one would delete the first
+	# one's reports (runs against different clusters may overlap).
+	exec 8>"$out/$ctx.lock"
+	flock -n 8 || die "another e2e-upstream.sh is running against $ctx (lock ${out#"$REPO_ROOT"/}/$ctx.lock)"
 	recipe=$(recipe_of "$ctx")
 	cluster=${ctx#kind-}
 	bash "$repo/test/e2e/upstream/images.sh" load "$cluster"
@@ -127,13 +133,16 @@ for ctx in "${contexts[@]}"; do
 		# e2e.test flags: the cluster is kind ("local" provider: no cloud),
 		# images are preloaded (never pulled, so no image pre-pull), no log
 		# dumps of the whole cluster on failure (the JUnit holds the error).
-		nice -n 5 ginkgo --procs="$procs" --timeout=6h --poll-progress-after=10m \
+		# From hack/kind/k8s: ginkgo compares its own version with the go.mod
+		# of its working directory, and that module is the one e2e.test and
+		# ginkgo were built from (the repository's go.mod pins another).
+		(cd "$here/k8s" && nice -n 5 ginkgo --procs="$procs" --timeout=6h --poll-progress-after=10m \
 			--focus="$(cat "$dir/focus")" --skip="$(cat "$dir/skip")" \
 			--junit-report=junit.xml --output-dir="$dir" --no-color \
 			"$KIND_BIN/e2e.test" -- \
 			--kubeconfig="$kcfg" --provider=local --num-nodes="$nodes" --report-dir="$dir" \
 			--dump-logs-on-failure=false --e2e-verify-service-account=true \
-			"${args[@]}" >"$dir/ginkgo.log" 2>&1 || rc=$?
+			"${args[@]}") >"$dir/ginkgo.log" 2>&1 || rc=$?
 		echo "$((SECONDS - t0))" >"$dir/seconds"
 		echo "$rc" >"$dir/rc"
 		log "$ctx: $subset done in $((SECONDS - t0))s, rc=$rc: $(grep -aE '^(Ran [0-9]+ of|(PASS|FAIL)!? --)' "$dir/ginkgo.log" | tr '\n' ' ')"
@@ -142,8 +151,14 @@ for ctx in "${contexts[@]}"; do
 done
 
 if [ "$report" = 1 ]; then
-	(cd "$repo" && go run ./test/e2e/upstream/report -results "$out" -skips "$skips" \
-		-md test/e2e/results/upstream.md -json test/e2e/results/upstream.json)
+	rc=0
+	(cd "$repo" && go run ./test/e2e/upstream/report -check -results "$out" -skips "$skips" -notes "$notes" \
+		-md test/e2e/results/upstream.md -json test/e2e/results/upstream.json) || rc=$?
 	log "report: test/e2e/results/upstream.md"
+	case $rc in
+	0) status=0 ;;
+	3) status=1 ;;
+	*) die "the report failed (rc=$rc)" ;;
+	esac
 fi
 exit "$status"

@@ -37,9 +37,19 @@ func main() {
 	skips := flag.String("skips", "test/e2e/upstream/skips.tsv", "skip rules")
 	mdPath := flag.String("md", "test/e2e/results/upstream.md", "Markdown report to write")
 	jsonPath := flag.String("json", "test/e2e/results/upstream.json", "JSON report to write")
+	notes := flag.String("notes", "", "Markdown file whose text goes into the report under \"Notes on this run\"")
 	check := flag.Bool("check", false, "exit 3 when a spec failed on a berth cluster and did not also fail on a reference cluster")
 	flag.Parse()
-	rep, err := run(*results, *skips, *mdPath, *jsonPath)
+	var noteText string
+	if *notes != "" {
+		b, err := os.ReadFile(*notes)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "report:", err)
+			os.Exit(1)
+		}
+		noteText = string(b)
+	}
+	rep, err := run(*results, *skips, *mdPath, *jsonPath, noteText)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
 		os.Exit(1)
@@ -79,7 +89,7 @@ func (rep *Report) Unexcused() []Failure {
 	return bad
 }
 
-func run(results, skipsPath, mdPath, jsonPath string) (*Report, error) {
+func run(results, skipsPath, mdPath, jsonPath, notes string) (*Report, error) {
 	f, err := os.Open(skipsPath)
 	if err != nil {
 		return nil, err
@@ -100,6 +110,7 @@ func run(results, skipsPath, mdPath, jsonPath string) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	rep.Notes = strings.TrimSpace(notes)
 	for _, p := range []string{mdPath, jsonPath} {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return nil, err
@@ -196,10 +207,11 @@ func loadRuns(dir string) ([]Run, error) {
 				return nil, fmt.Errorf("%s: %w", sdir, err)
 			}
 			run := Run{Context: c.Name(), Recipe: recipe, Subset: s.Name(), Specs: specs}
-			if run.Focus, err = regexp.Compile(readTrim(filepath.Join(sdir, "focus"))); err != nil {
+			// regexes keep their spaces ("\[sig-node\] Pods " ends in one)
+			if run.Focus, err = regexp.Compile(readLine(filepath.Join(sdir, "focus"))); err != nil {
 				return nil, fmt.Errorf("%s focus: %w", sdir, err)
 			}
-			if sk := readTrim(filepath.Join(sdir, "skip")); sk != "" {
+			if sk := readLine(filepath.Join(sdir, "skip")); sk != "" {
 				if run.Skip, err = regexp.Compile(sk); err != nil {
 					return nil, fmt.Errorf("%s skip: %w", sdir, err)
 				}
@@ -212,6 +224,12 @@ func loadRuns(dir string) ([]Run, error) {
 	return runs, nil
 }
 
+// readLine reads a file holding one line, without its line end.
+func readLine(p string) string {
+	b, _ := os.ReadFile(p)
+	return strings.TrimRight(string(b), "\r\n")
+}
+
 func readTrim(p string) string {
 	b, _ := os.ReadFile(p)
 	return strings.TrimSpace(string(b))
@@ -219,6 +237,7 @@ func readTrim(p string) string {
 
 // Report is upstream.json.
 type Report struct {
+	Notes    string         `json:"notes,omitempty"` // how this run was made
 	Clusters []Cluster      `json:"clusters"`
 	Subsets  []SubsetResult `json:"subsets"`
 	// BerthOnlyFailures are specs that failed on a berth cluster and

@@ -20,6 +20,9 @@ func renderMarkdown(rep *Report) string {
 	for _, c := range rep.Clusters {
 		w("- `%s`: %s recipe\n", c.Context, c.Recipe)
 	}
+	if rep.Notes != "" {
+		w("\n## Notes on this run\n\n%s\n", rep.Notes)
+	}
 	w("\n## Counts\n\n")
 	w("Each cell: passed / failed / skipped, of the specs the subset selects (skipped: left out by a rule or skipped by the suite itself; every one is listed below with its reason).\n\n")
 	w("| subset |")

@@ -128,7 +128,7 @@ In [It] at: pods.go:1</failure>`, `status="passed" time="3">`, 1)
 	rulesPath := filepath.Join(dir, "skips.tsv")
 	write(rulesPath, "*\t\\[Slow\\]\tslow\n")
 	md, js := filepath.Join(dir, "out", "upstream.md"), filepath.Join(dir, "out", "upstream.json")
-	if _, err := run(dir, rulesPath, md, js); err != nil {
+	if _, err := run(dir, rulesPath, md, js, "ran twice"); err != nil {
 		t.Fatal(err)
 	}
 	runs, err := loadRuns(dir)
@@ -164,7 +164,7 @@ In [It] at: pods.go:1</failure>`, `status="passed" time="3">`, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"| pods | **1** / 1 / 2 of 4 (1m15s) | **2** / 0 / 2 of 4 (1m15s) |", "exit code 137", "slow (1)"} {
+	for _, s := range []string{"| pods | **1** / 1 / 2 of 4 (1m15s) | **2** / 0 / 2 of 4 (1m15s) |", "exit code 137", "slow (1)", "## Notes on this run\n\nran twice"} {
 		if !strings.Contains(string(b), s) {
 			t.Errorf("markdown lacks %q:\n%s", s, b)
 		}
