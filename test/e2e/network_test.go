@@ -105,10 +105,13 @@ func TestPodToPod(t *testing.T) {
 						o, e, err := c.Exec(ns, "server", "sh", "-c", "echo hello-back | nc -w 3 "+podIP(pods, client)+" 8080")
 						return strings.Contains(o, "pong-"+client), fmt.Sprintf("%q %q %v", o, e, err)
 					})
-					got := c.Sh(t, ns, "server", "cat /tmp/received")
-					if !strings.Contains(got, "hello-from-"+client) {
-						t.Errorf("server did not record %s's message; received %q (client saw %q)", client, got, out)
-					}
+					// The server answers as the connection opens and appends
+					// what it read once the client closes, so the record can
+					// trail the client's exit by a moment.
+					Eventually(t, 10*time.Second, time.Second, "server records "+client+"'s message", func() (bool, string) {
+						got := c.Sh(t, ns, "server", "cat /tmp/received")
+						return strings.Contains(got, "hello-from-"+client), fmt.Sprintf("received %q (client saw %q)", got, out)
+					})
 				})
 			}
 		})
