@@ -33,6 +33,12 @@ func (s *Service) containerStats(ctx context.Context, c *container) *runtime.Con
 		Memory:        &runtime.MemoryUsage{Timestamp: now},
 		WritableLayer: &runtime.FilesystemUsage{Timestamp: now, FsId: &runtime.FilesystemIdentifier{}},
 	}
+	// kubelet resolves the writable layer's mountpoint to a device and
+	// gives up on the node's whole stats summary (and with it eviction)
+	// when it is empty, so name the snapshotter's root, as ImageFsInfo does.
+	if root, err := s.images.SnapshotterRoot(ctx); err == nil {
+		out.WritableLayer.FsId.Mountpoint = root
+	}
 	if u, err := s.client.SnapshotService(s.cfg.Snapshotter).Usage(ctx, st.ID); err == nil {
 		out.WritableLayer.UsedBytes = &runtime.UInt64Value{Value: uint64(u.Size)}
 		out.WritableLayer.InodesUsed = &runtime.UInt64Value{Value: uint64(u.Inodes)}

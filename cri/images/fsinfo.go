@@ -61,6 +61,12 @@ func (s *Service) ImageFsInfo(ctx context.Context, _ *runtime.ImageFsInfoRequest
 	return &runtime.ImageFsInfoResponse{ImageFilesystems: []*runtime.FilesystemUsage{fs}}, nil
 }
 
+// SnapshotterRoot is the directory the snapshotter keeps its data in:
+// the filesystem of both image layers and container writable layers.
+func (s *Service) SnapshotterRoot(ctx context.Context) (string, error) {
+	return s.snapshotterRoot(s.ctx(ctx))
+}
+
 // snapshotterRoot asks containerd's introspection service where the
 // snapshotter keeps its data (the "root" export of the plugin). The answer
 // is cached once found.

@@ -103,6 +103,13 @@ func TestCrictlLifecycle(t *testing.T) {
 	if err != nil || cs.Stats.GetMemory().GetWorkingSetBytes().GetValue() == 0 || cs.Stats.GetCpu().GetUsageCoreNanoSeconds().GetValue() == 0 {
 		t.Fatalf("ContainerStats: %v %v", cs, err)
 	}
+	// kubelet stats the writable layer's mountpoint; an empty one fails
+	// the node's whole stats summary, and eviction with it.
+	if mp := cs.Stats.GetWritableLayer().GetFsId().GetMountpoint(); mp == "" {
+		t.Fatalf("ContainerStats: writable layer has no filesystem mountpoint: %v", cs.Stats.GetWritableLayer())
+	} else if _, err := os.Stat(mp); err != nil {
+		t.Fatalf("ContainerStats: writable layer mountpoint: %v", err)
+	}
 	pm, err := e.rt.ListPodSandboxMetrics(e.ctx(), &runtime.ListPodSandboxMetricsRequest{})
 	if err != nil {
 		t.Fatal(err)
