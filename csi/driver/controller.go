@@ -180,6 +180,9 @@ func (d *Driver) contentSource(src *csi.VolumeContentSource, capacity int64) (st
 		if err != nil {
 			return "", nil, err
 		}
+		if err := d.sourceHere("volume_content_source.snapshot.snapshot_id", id); err != nil {
+			return "", nil, err
+		}
 		sn, err := d.store.Snapshot(id)
 		if err != nil {
 			return "", nil, status.Errorf(codes.NotFound, "volume_content_source.snapshot.snapshot_id %q: no such snapshot on node %s", id, d.cfg.NodeID)
@@ -188,6 +191,9 @@ func (d *Driver) contentSource(src *csi.VolumeContentSource, capacity int64) (st
 	case src.GetVolume() != nil:
 		id, err = parseVolumeID("volume_content_source.volume.volume_id", src.GetVolume().GetVolumeId())
 		if err != nil {
+			return "", nil, err
+		}
+		if err := d.sourceHere("volume_content_source.volume.volume_id", id); err != nil {
 			return "", nil, err
 		}
 		v, err := d.localVolume("volume_content_source.volume.volume_id", id)
@@ -208,6 +214,19 @@ func (d *Driver) contentSource(src *csi.VolumeContentSource, capacity int64) (st
 	}
 	dir := d.store.DataDir(id)
 	return id.String(), func(dst string) error { return store.CopyTree(dir, dst) }, nil
+}
+
+// sourceHere refuses a source that lives on another node with
+// ResourceExhausted, not NotFound: the source exists, just not here.
+// external-provisioner answers ResourceExhausted for a volume waiting for
+// its first consumer by dropping the selected node, so the scheduler picks
+// again, while NotFound would fail the claim for good. A source ID names
+// its node, so no other node needs asking.
+func (d *Driver) sourceHere(field string, id store.ID) error {
+	if d.store.Local(id) {
+		return nil
+	}
+	return status.Errorf(codes.ResourceExhausted, "%s %q lives on node %s, and this is node %s: the new volume must be provisioned there", field, id, id.Node, d.cfg.NodeID)
 }
 
 func (d *Driver) csiVolume(v *store.Volume, src *csi.VolumeContentSource) *csi.Volume {

@@ -134,6 +134,27 @@ func TestSnapshotRestoreClone(t *testing.T) {
 	if status.Code(err) != codes.OutOfRange {
 		t.Errorf("restore into 1 MiB: %v, want OutOfRange", err)
 	}
+	// A source on another node (IDs name their node) is ResourceExhausted,
+	// so external-provisioner lets the scheduler pick another node, while a
+	// missing source on this node stays NotFound.
+	sid := snap.GetSnapshot().GetSnapshotId()
+	elsewhere := sid[:strings.LastIndex(sid, ".")+1] + "other-node"
+	for _, c := range []struct {
+		name, id string
+		want     codes.Code
+	}{
+		{"snapshot on another node", elsewhere, codes.ResourceExhausted},
+		{"snapshot missing here", "snap-" + strings.Repeat("0", 32) + sid[strings.LastIndex(sid, "."):], codes.NotFound},
+	} {
+		_, err = p.Controller.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "restore-" + strings.ReplaceAll(c.name, " ", "-"),
+			CapacityRange:      &csi.CapacityRange{RequiredBytes: 64 * mib},
+			VolumeCapabilities: []*csi.VolumeCapability{csienv.MountCap()},
+			VolumeContentSource: &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{
+				Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: c.id}}}})
+		if status.Code(err) != c.want {
+			t.Errorf("%s (%s): %v, want %s", c.name, c.id, err, c.want)
+		}
+	}
 }
 
 // TestStatsAccuracy compares NodeGetVolumeStats with what was written.
