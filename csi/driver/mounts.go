@@ -3,6 +3,7 @@ package driver
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 
@@ -244,9 +245,7 @@ func (d *Driver) recoverOne(rec stageRecord, held map[string]fdstore.Entry) erro
 // bindMount binds src to target, read-only when asked, with the
 // capability's mount flags.
 func bindMount(src, target string, readOnly bool, flags []string) error {
-	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
-		return err
-	}
+	var attr unix.MountAttr
 	var mf uintptr = unix.MS_BIND | unix.MS_REMOUNT
 	for _, f := range flags {
 		switch f {
@@ -254,24 +253,64 @@ func bindMount(src, target string, readOnly bool, flags []string) error {
 			readOnly = true
 		case "noexec":
 			mf |= unix.MS_NOEXEC
+			attr.Attr_set |= unix.MOUNT_ATTR_NOEXEC
 		case "nosuid":
 			mf |= unix.MS_NOSUID
+			attr.Attr_set |= unix.MOUNT_ATTR_NOSUID
 		case "nodev":
 			mf |= unix.MS_NODEV
+			attr.Attr_set |= unix.MOUNT_ATTR_NODEV
 		case "noatime":
 			mf |= unix.MS_NOATIME
+			attr.Attr_clr |= unix.MOUNT_ATTR__ATIME
+			attr.Attr_set |= unix.MOUNT_ATTR_NOATIME
 		case "nodiratime":
 			mf |= unix.MS_NODIRATIME
+			attr.Attr_set |= unix.MOUNT_ATTR_NODIRATIME
 		}
 	}
 	if readOnly {
 		mf |= unix.MS_RDONLY
+		attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
+	}
+	// Attributes go on a detached clone before it is attached: a remount
+	// of an attached bind mount changes only this mount namespace's copy
+	// (remounts do not propagate), so kubelet on the node would see the
+	// target without ro or noatime when this plugin runs in a container
+	// with Bidirectional propagation. A mount that arrives with its
+	// attributes propagates with them.
+	err := attachWithAttrs(src, target, &attr)
+	if err == nil || !errors.Is(err, unix.ENOSYS) {
+		return err
+	}
+	// Kernels before 5.12: bind, then remount (right in this namespace).
+	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
+		return err
 	}
 	if mf != unix.MS_BIND|unix.MS_REMOUNT {
 		if err := unix.Mount("", target, "", mf, ""); err != nil {
 			unix.Unmount(target, unix.MNT_DETACH)
 			return err
 		}
+	}
+	return nil
+}
+
+// attachWithAttrs clones src's mount (open_tree), sets attr on the clone
+// (mount_setattr) and attaches it at target (move_mount).
+func attachWithAttrs(src, target string, attr *unix.MountAttr) error {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if attr.Attr_set != 0 || attr.Attr_clr != 0 {
+		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, attr); err != nil {
+			return fmt.Errorf("mount_setattr: %w", err)
+		}
+	}
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move_mount: %w", err)
 	}
 	return nil
 }
