@@ -126,6 +126,14 @@ type FioResult struct {
 	SysCPU     float64 `json:"sysCpuPct"`
 }
 
+// In is the run's figure in a job's unit: IOPS, else MiB/s.
+func (r FioResult) In(unit string) float64 {
+	if unit == "IOPS" {
+		return r.IOPS
+	}
+	return r.BWBytes / (1 << 20)
+}
+
 type fioOutput struct {
 	Version string `json:"fio version"`
 	Jobs    []struct {

@@ -130,10 +130,7 @@ func (s Sample) Value(j Job) float64 {
 	if s.Error != "" {
 		return math.NaN()
 	}
-	if j.Unit == "IOPS" {
-		return s.IOPS
-	}
-	return s.BWBytes / (1 << 20)
+	return s.FioResult.In(j.Unit)
 }
 
 // Summary is one target's figures for one job over its repeats.

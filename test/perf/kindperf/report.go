@@ -265,10 +265,7 @@ func (s FioSample) Value(j csifio.Job) float64 {
 	if s.Error != "" {
 		return math.NaN()
 	}
-	if j.Unit == "IOPS" {
-		return s.IOPS
-	}
-	return s.BWBytes / (1 << 20)
+	return s.FioResult.In(j.Unit)
 }
 
 // FioSummary is one target's figures for one job.
