@@ -40,6 +40,8 @@ type options struct {
 	registrationDir    string
 	kubeletCSIEndpoint string
 	logLevel           string
+	claimContents      bool
+	kubeconfig         string
 }
 
 func newCommand() *cobra.Command {
@@ -84,6 +86,8 @@ of the plugin never breaks a mounted volume. See docs/csi.md.`,
 	f.IntVar(&maxWrite, "max-write", 1<<20, "FUSE max_write, bytes")
 	f.IntVar(&readAhead, "max-readahead", 1<<20, "FUSE max_readahead, bytes")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&o.claimContents, "claim-snapshot-contents", false, "label pre-provisioned VolumeSnapshotContents whose snapshot lives on this node with snapshot.storage.k8s.io/managed-by=<node-id>, for a csi-snapshotter run with --node-deployment (needs API access)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig for --claim-snapshot-contents (default: in-cluster config)")
 	cmd.Version = version
 	cmd.AddCommand(fdstoreCommand())
 	return cmd
@@ -159,6 +163,21 @@ func run(o options) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if o.claimContents {
+		if o.cfg.Mode == driver.ModeNode {
+			return fmt.Errorf("--claim-snapshot-contents needs the controller service (--mode all or controller): snapshots are checked by it")
+		}
+		owner, err := newContentOwner(o, log)
+		if err != nil {
+			return err
+		}
+		owner.Register(reg)
+		go func() {
+			if err := owner.Run(ctx); err != nil {
+				log.Error("snapshot content owner stopped", "err", err)
+			}
+		}()
+	}
 	go func() {
 		<-ctx.Done()
 		log.Info("shutting down; mounted volumes stay served by the fd store")

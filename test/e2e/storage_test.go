@@ -166,29 +166,35 @@ func TestSnapshotRestoreClone(t *testing.T) {
 	if _, err := c.Dynamic.Resource(volumeSnapshots).Namespace(ns).Create(ctx, snap, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create VolumeSnapshot (are the snapshot CRDs from csi/deploy/crds installed?): %v", err)
 	}
-	Eventually(t, 3*time.Minute, time.Second, "VolumeSnapshot readyToUse", func() (bool, string) {
-		s, err := c.Dynamic.Resource(volumeSnapshots).Namespace(ns).Get(ctx, "snap", metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		ready, _, _ := unstructured.NestedBool(s.Object, "status", "readyToUse")
-		status, _, _ := unstructured.NestedMap(s.Object, "status")
-		return ready, fmt.Sprintf("status %v", status)
-	})
+	c.waitSnapshotReady(t, ns, "snap")
 	// Change the source after the snapshot: the restore must not see it,
 	// the clone must.
 	sum2 := c.Sh(t, ns, "src", "echo v2 > /data/version && head -c 1048576 /dev/urandom > /data/random && sync && md5sum /data/random | cut -d' ' -f1")
 
+	// A pre-provisioned snapshot: a VolumeSnapshotContent written by hand
+	// from the first snapshot's handle, as an administrator importing a
+	// snapshot would. With csi-snapshotter in node-deployment mode nothing
+	// handles such a content unless berth-csi labels it for its node
+	// (--claim-snapshot-contents); Retain keeps the snapshot for "snap".
+	handle := c.snapshotHandle(t, ns, "snap")
+	imported := c.importSnapshot(t, ns, "imported", handle)
+	if got := imported.GetLabels()["snapshot.storage.kubernetes.io/managed-by"]; got != node {
+		t.Errorf("imported content labelled managed-by=%q, want the snapshot's node %q", got, node)
+	}
+
 	snapGroup := "snapshot.storage.k8s.io"
 	c.PVC(t, ns, "restored", "64Mi", &corev1.TypedLocalObjectReference{APIGroup: &snapGroup, Kind: "VolumeSnapshot", Name: "snap"})
+	c.PVC(t, ns, "imported", "64Mi", &corev1.TypedLocalObjectReference{APIGroup: &snapGroup, Kind: "VolumeSnapshot", Name: "imported"})
 	c.PVC(t, ns, "clone", "64Mi", &corev1.TypedLocalObjectReference{Kind: "PersistentVolumeClaim", Name: "src"})
 	c.RunPods(t, ns,
 		WithVolume(BusyboxPod("restored", node), "restored"),
+		WithVolume(BusyboxPod("imported", node), "imported"),
 		WithVolume(BusyboxPod("clone", node), "clone"))
 	for _, tc := range []struct {
 		pod, version, sum string
 	}{
 		{"restored", "v1", sum1},
+		{"imported", "v1", sum1},
 		{"clone", "v2", sum2},
 	} {
 		t.Run(tc.pod, func(t *testing.T) {
@@ -203,4 +209,87 @@ func TestSnapshotRestoreClone(t *testing.T) {
 			}
 		})
 	}
+}
+
+var volumeSnapshotContents = schema.GroupVersionResource{Group: "snapshot.storage.k8s.io", Version: "v1", Resource: "volumesnapshotcontents"}
+
+// waitSnapshotReady waits until a VolumeSnapshot is readyToUse.
+func (c *Cluster) waitSnapshotReady(t *testing.T, ns, name string) {
+	t.Helper()
+	Eventually(t, 3*time.Minute, time.Second, "VolumeSnapshot "+name+" readyToUse", func() (bool, string) {
+		s, err := c.Dynamic.Resource(volumeSnapshots).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		ready, _, _ := unstructured.NestedBool(s.Object, "status", "readyToUse")
+		status, _, _ := unstructured.NestedMap(s.Object, "status")
+		return ready, fmt.Sprintf("status %v", status)
+	})
+}
+
+// snapshotHandle is the CSI snapshot ID behind a ready VolumeSnapshot.
+func (c *Cluster) snapshotHandle(t *testing.T, ns, name string) string {
+	t.Helper()
+	ctx := context.Background()
+	s, err := c.Dynamic.Resource(volumeSnapshots).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	contentName, _, _ := unstructured.NestedString(s.Object, "status", "boundVolumeSnapshotContentName")
+	content, err := c.Dynamic.Resource(volumeSnapshotContents).Get(ctx, contentName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("content %q of VolumeSnapshot %s: %v", contentName, name, err)
+	}
+	handle, _, _ := unstructured.NestedString(content.Object, "status", "snapshotHandle")
+	if handle == "" {
+		t.Fatalf("content %s has no status.snapshotHandle", contentName)
+	}
+	return handle
+}
+
+// importSnapshot creates a pre-provisioned VolumeSnapshotContent (Retain)
+// for handle and a VolumeSnapshot bound to it, waits until the snapshot is
+// ready, and returns the content as it is then. The content is
+// cluster-scoped, so it is deleted when the test ends.
+func (c *Cluster) importSnapshot(t *testing.T, ns, name, handle string) *unstructured.Unstructured {
+	t.Helper()
+	ctx := context.Background()
+	contentName := ns + "-" + name
+	content := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "snapshot.storage.k8s.io/v1",
+		"kind":       "VolumeSnapshotContent",
+		"metadata":   map[string]any{"name": contentName},
+		"spec": map[string]any{
+			"driver":                  CSIDriver,
+			"deletionPolicy":          "Retain",
+			"volumeSnapshotClassName": SnapshotClass,
+			"source":                  map[string]any{"snapshotHandle": handle},
+			"volumeSnapshotRef":       map[string]any{"name": name, "namespace": ns},
+		},
+	}}
+	if _, err := c.Dynamic.Resource(volumeSnapshotContents).Create(ctx, content, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create VolumeSnapshotContent %s: %v", contentName, err)
+	}
+	t.Cleanup(func() {
+		_ = c.Dynamic.Resource(volumeSnapshots).Namespace(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
+		_ = c.Dynamic.Resource(volumeSnapshotContents).Delete(context.Background(), contentName, metav1.DeleteOptions{})
+	})
+	snap := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "snapshot.storage.k8s.io/v1",
+		"kind":       "VolumeSnapshot",
+		"metadata":   map[string]any{"name": name},
+		"spec": map[string]any{
+			"volumeSnapshotClassName": SnapshotClass,
+			"source":                  map[string]any{"volumeSnapshotContentName": contentName},
+		},
+	}}
+	if _, err := c.Dynamic.Resource(volumeSnapshots).Namespace(ns).Create(ctx, snap, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create VolumeSnapshot %s: %v", name, err)
+	}
+	c.waitSnapshotReady(t, ns, name)
+	got, err := c.Dynamic.Resource(volumeSnapshotContents).Get(ctx, contentName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
