@@ -5,27 +5,19 @@ import (
 	"log/slog"
 
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/berthdev/berth/csi/contentowner"
+	"github.com/berthdev/berth/internal/kubeconfig"
 )
 
 // newContentOwner builds the watcher of pre-provisioned snapshot contents.
 // It is the only part of berth-csi that talks to the API server; the CSI
 // services themselves get everything from kubelet and the sidecars.
 func newContentOwner(o options, log *slog.Logger) (*contentowner.Owner, error) {
-	var cfg *rest.Config
-	var err error
-	if o.kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", o.kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
+	cfg, err := kubeconfig.Load(o.kubeconfig, "berth-csi/"+version)
 	if err != nil {
 		return nil, fmt.Errorf("--claim-snapshot-contents: %w", err)
 	}
-	cfg.UserAgent = "berth-csi/" + version
 	client, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("--claim-snapshot-contents: %w", err)

@@ -8,10 +8,9 @@ import (
 	"strings"
 
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/berthdev/berth/cni/kube"
+	"github.com/berthdev/berth/internal/kubeconfig"
 )
 
 // startKubernetes starts the syncer that writes the peers and mapping
@@ -27,17 +26,10 @@ func startKubernetes(ctx context.Context, o options, logger *slog.Logger, dp *da
 	case "-":
 		o.mappingFile = ""
 	}
-	var cfg *rest.Config
-	var err error
-	if o.kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", o.kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
+	cfg, err := kubeconfig.Load(o.kubeconfig, "berth-netd")
 	if err != nil {
 		return o, fmt.Errorf("--kubernetes: %w", err)
 	}
-	cfg.UserAgent = "berth-netd"
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return o, fmt.Errorf("--kubernetes: %w", err)
