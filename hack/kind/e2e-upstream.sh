@@ -121,7 +121,18 @@ for ctx in "${contexts[@]}"; do
 				rm -rf "$dir"
 				continue
 			fi
-			args+=("--storage.testdriver=$driver")
+			# berth volumes, snapshots and clones live on one node, and the
+			# suite's snapshot-restore specs do not keep their pods in the
+			# source's topology segment (the clone specs do), so a restore
+			# pod may land on the other worker, where no scheduler retry
+			# can help it (the scheduler does not know where a data source
+			# lives). The test driver's ClientNodeName pins every test pod
+			# to one schedulable worker, picked here because the node names
+			# depend on the cluster's name.
+			client_node=$(kubectl --context "$ctx" get nodes -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.spec.taints[*].effect}{"\n"}{end}' | awk '!/NoSchedule/ {print $1}' | sort | head -n1)
+			[ -n "$client_node" ] || die "$ctx: no schedulable node for the storage suite"
+			{ cat "$driver"; printf '\n# added by e2e-upstream.sh for %s\nClientNodeName: %s\n' "$ctx" "$client_node"; } >"$out/$ctx/berth-csi-driver.yaml"
+			args+=("--storage.testdriver=$out/$ctx/berth-csi-driver.yaml")
 		fi
 		rm -rf "$dir"
 		mkdir -p "$dir"
