@@ -19,7 +19,7 @@ func (s *Service) ContainerStatus(ctx context.Context, r *runtime.ContainerStatu
 	if err != nil {
 		return nil, err
 	}
-	resp := &runtime.ContainerStatusResponse{Status: containerStatus(c)}
+	resp := &runtime.ContainerStatusResponse{Status: containerStatus(c, s.imageNames)}
 	if r.GetVerbose() {
 		st := c.status()
 		info, _ := json.Marshal(map[string]any{"sandboxID": st.SandboxID, "pid": st.Pid, "imageRef": st.ImageRef, "logPath": st.LogPath})
@@ -28,9 +28,34 @@ func (s *Service) ContainerStatus(ctx context.Context, r *runtime.ContainerStatu
 	return resp, nil
 }
 
-func containerStatus(c *container) *runtime.ContainerStatus {
+// imageNamer gives the repo tag and repo digest of an image ID, empty
+// when it has none.
+type imageNamer func(imageID string) (tag, digest string)
+
+// imageNames is the Service's imageNamer.
+func (s *Service) imageNames(id string) (string, string) {
+	if s.images == nil {
+		return "", ""
+	}
+	return s.images.DisplayNames(id)
+}
+
+func containerStatus(c *container, names imageNamer) *runtime.ContainerStatus {
 	st := c.status()
 	cfg := st.Config
+	// kubelet asks for the image by ID; the status names it by its tag
+	// and its digest reference when it has them (as containerd's CRI does),
+	// so that the pod status says "busybox:1.36", not "sha256:…".
+	image, imageRef := st.ImageRef, st.ImageID
+	if names != nil {
+		tag, digest := names(st.ImageID)
+		if tag != "" {
+			image = tag
+		}
+		if digest != "" {
+			imageRef = digest
+		}
+	}
 	out := &runtime.ContainerStatus{
 		Id:          st.ID,
 		Metadata:    cfg.GetMetadata(),
@@ -39,8 +64,8 @@ func containerStatus(c *container) *runtime.ContainerStatus {
 		StartedAt:   st.StartedAt,
 		FinishedAt:  st.FinishedAt,
 		ExitCode:    st.ExitCode,
-		Image:       &runtime.ImageSpec{Image: st.ImageRef, Annotations: cfg.GetImage().GetAnnotations(), UserSpecifiedImage: cfg.GetImage().GetUserSpecifiedImage()},
-		ImageRef:    st.ImageID,
+		Image:       &runtime.ImageSpec{Image: image, Annotations: cfg.GetImage().GetAnnotations(), UserSpecifiedImage: cfg.GetImage().GetUserSpecifiedImage()},
+		ImageRef:    imageRef,
 		ImageId:     st.ImageID,
 		Reason:      st.Reason,
 		Message:     st.Message,

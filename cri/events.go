@@ -15,12 +15,13 @@ import (
 // subscribers (kubelet's Evented PLEG). A slow subscriber loses events
 // rather than stalling the runtime; kubelet relists periodically anyway.
 type eventHub struct {
-	mu   sync.Mutex
-	subs map[chan *runtime.ContainerEventResponse]struct{}
+	mu    sync.Mutex
+	subs  map[chan *runtime.ContainerEventResponse]struct{}
+	names imageNamer // image names in the statuses events carry
 }
 
-func newEventHub() *eventHub {
-	return &eventHub{subs: map[chan *runtime.ContainerEventResponse]struct{}{}}
+func newEventHub(names imageNamer) *eventHub {
+	return &eventHub{subs: map[chan *runtime.ContainerEventResponse]struct{}{}, names: names}
 }
 
 func (h *eventHub) subscribe() (chan *runtime.ContainerEventResponse, func()) {
@@ -62,7 +63,7 @@ func (h *eventHub) sandbox(sb *sandbox, t runtime.ContainerEventType) {
 func (h *eventHub) container(c *container, t runtime.ContainerEventType) {
 	h.publish(func() *runtime.ContainerEventResponse {
 		return &runtime.ContainerEventResponse{ContainerId: c.ID, ContainerEventType: t,
-			CreatedAt: time.Now().UnixNano(), ContainersStatuses: []*runtime.ContainerStatus{containerStatus(c)}}
+			CreatedAt: time.Now().UnixNano(), ContainersStatuses: []*runtime.ContainerStatus{containerStatus(c, h.names)}}
 	})
 }
 

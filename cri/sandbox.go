@@ -171,7 +171,7 @@ func (s *Service) PodSandboxStatus(ctx context.Context, r *runtime.PodSandboxSta
 	resp := &runtime.PodSandboxStatusResponse{Status: st, Timestamp: time.Now().UnixNano()}
 	for _, c := range s.containers.list() {
 		if c.SandboxID == sb.ID {
-			resp.ContainersStatuses = append(resp.ContainersStatuses, containerStatus(c))
+			resp.ContainersStatuses = append(resp.ContainersStatuses, containerStatus(c, s.imageNames))
 		}
 	}
 	if r.GetVerbose() {

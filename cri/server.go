@@ -83,9 +83,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		sandboxes:  newStore[*sandbox](),
 		containers: newStore[*container](),
 		inflight:   newInflight(),
-		events:     newEventHub(),
 		stopCh:     make(chan struct{}),
 	}
+	// Statuses in events name images like ContainerStatus does; the image
+	// service behind s.imageNames is set just below, before any event.
+	s.events = newEventHub(s.imageNames)
 	ctx = s.nsCtx(ctx)
 	s.images, err = images.New(ctx, client, images.Options{
 		Snapshotter:       cfg.Snapshotter,

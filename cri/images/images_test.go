@@ -616,3 +616,24 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestDisplayNames: what a container's status shows for each image of the
+// fixture (first tag and first digest reference, as containerd's CRI).
+func TestDisplayNames(t *testing.T) {
+	s, infos := testService(t)
+	for _, tc := range []struct {
+		name, id, tag, digest string
+	}{
+		{"tags and a digest", infos["A"].id, "gcr.io/t/tags:1", "gcr.io/t/tags@sha256:" + strings.Repeat("d", 64)},
+		{"one tag", infos["B"].id, "docker.io/library/busybox:latest", ""},
+		{"ID record only", infos["C"].id, "", ""},
+		{"unknown image", "sha256:" + strings.Repeat("e", 64), "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tag, digest := s.DisplayNames(tc.id)
+			if tag != tc.tag || digest != tc.digest {
+				t.Errorf("DisplayNames = %q, %q; want %q, %q", tag, digest, tc.tag, tc.digest)
+			}
+		})
+	}
+}

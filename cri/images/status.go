@@ -129,3 +129,24 @@ func userFromConfig(user string) (uid *int64, username string) {
 	}
 	return nil, user
 }
+
+// DisplayNames gives the repo tag and repo digest that a container's status
+// shows for the image it was created from. kubelet creates containers by
+// image ID, and puts ContainerStatus.image into the pod's status, where
+// users (kubectl get/describe) expect the image's name: like containerd's
+// CRI, the first repo tag stands for the image and the first repo digest
+// for its reference. Either is empty when the image has none (or is gone).
+func (s *Service) DisplayNames(id string) (tag, digest string) {
+	v, ok := s.store.get(id)
+	if !ok {
+		return "", ""
+	}
+	tags, digests := splitNames(v.names())
+	if len(tags) > 0 {
+		tag = tags[0]
+	}
+	if len(digests) > 0 {
+		digest = digests[0]
+	}
+	return tag, digest
+}

@@ -68,6 +68,14 @@ func TestReimportedTag(t *testing.T) {
 				version, tag, st.ImageRef, st.ExitCode, st.Message, ids[i], "version "+version, e.log())
 		}
 	}
+	// kubelet creates containers by image ID; the status (and so the pod's
+	// status) names the image by its tag, as containerd's CRI does.
+	byID := e.createContainer(podID, pod, "c-by-id", ids[1], "true")
+	e.startContainer(byID)
+	if st := e.waitExited(byID, time.Minute); st.GetImage().GetImage() != tag || st.ImageRef != ids[1] {
+		t.Errorf("container created by ID %s: status image %q, image_ref %q; want %q, %q",
+			ids[1], st.GetImage().GetImage(), st.ImageRef, tag, ids[1])
+	}
 	// The first build lost its tag: it is listed by ID only, or not at all.
 	list, err := e.img.ListImages(e.ctx(), &runtime.ListImagesRequest{})
 	if err != nil {
