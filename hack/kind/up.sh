@@ -91,6 +91,32 @@ deploy_csi() {
 	k -n berth-system rollout status daemonset/berth-csi-node --timeout=300s
 }
 run "deploy berth-csi (csi/deploy)" deploy_csi
+
+# The images keep their tags (berth.dev/berth-cni:dev, ...) when they are
+# rebuilt, so a kept cluster's pods would go on running the old code. Each
+# workload in berth-system carries, as an annotation on the object (not on
+# its pod template, which would roll it), the IDs of the images it runs; when
+# they changed since the last `make up`, it is restarted. A workload met for
+# the first time only gets the annotation: its pods just started from the
+# images loaded above.
+roll_changed() {
+	local kind name strategy images ids have
+	while read -r kind name strategy images; do
+		ids=$(for i in $images; do docker image inspect -f '{{.Id}}' "$i" 2>/dev/null || echo "$i"; done | sort | sha256sum | cut -c1-16)
+		have=$(k -n berth-system get "$kind" "$name" -o jsonpath='{.metadata.annotations.berth\.dev/image-ids}')
+		[ "$have" = "$ids" ] && continue
+		k -n berth-system annotate "$kind" "$name" --overwrite "berth.dev/image-ids=$ids" >/dev/null
+		[ -n "$have" ] || continue
+		if [ "$strategy" = OnDelete ]; then
+			log "  $kind/$name has new images but updates OnDelete (it holds the volumes' FUSE connections): delete its pods to take them"
+			continue
+		fi
+		log "  $kind/$name: images changed, restarting"
+		k -n berth-system rollout restart "$kind" "$name" >/dev/null
+		k -n berth-system rollout status "$kind" "$name" --timeout=300s >/dev/null
+	done < <(k -n berth-system get daemonsets,deployments -o jsonpath='{range .items[*]}{.kind} {.metadata.name} {.spec.updateStrategy.type}{.spec.strategy.type} {.spec.template.spec.initContainers[*].image} {.spec.template.spec.containers[*].image}{"\n"}{end}')
+}
+run "restart berth workloads whose images changed" roll_changed
 run "demo" bash "$here/demo.sh" "$CTX"
 trap - ERR
 cat >&2 <<EOF
