@@ -220,8 +220,10 @@ func (d *Driver) contentSource(src *csi.VolumeContentSource, capacity int64) (st
 // ResourceExhausted, not NotFound: the source exists, just not here.
 // external-provisioner answers ResourceExhausted for a volume waiting for
 // its first consumer by dropping the selected node, so the scheduler picks
-// again, while NotFound would fail the claim for good. A source ID names
-// its node, so no other node needs asking.
+// again, while NotFound would fail the claim for good. The scheduler does
+// not know where the source lives, though, and may pick this node again:
+// pods of restored or cloned claims belong on the source's node
+// (docs/csi.md). A source ID names its node, so no other node needs asking.
 func (d *Driver) sourceHere(field string, id store.ID) error {
 	if d.store.Local(id) {
 		return nil

@@ -154,15 +154,7 @@ func TestSnapshotRestoreClone(t *testing.T) {
 	node := src.Spec.NodeName // berth volumes are node-local: copies live on the same node
 	sum1 := c.Sh(t, ns, "src", "echo v1 > /data/version && head -c 1048576 /dev/urandom > /data/random && sync && md5sum /data/random | cut -d' ' -f1")
 
-	snap := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "snapshot.storage.k8s.io/v1",
-		"kind":       "VolumeSnapshot",
-		"metadata":   map[string]any{"name": "snap"},
-		"spec": map[string]any{
-			"volumeSnapshotClassName": SnapshotClass,
-			"source":                  map[string]any{"persistentVolumeClaimName": "src"},
-		},
-	}}
+	snap := volumeSnapshot("snap", map[string]any{"persistentVolumeClaimName": "src"})
 	if _, err := c.Dynamic.Resource(volumeSnapshots).Namespace(ns).Create(ctx, snap, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create VolumeSnapshot (are the snapshot CRDs from csi/deploy/crds installed?): %v", err)
 	}
@@ -212,6 +204,17 @@ func TestSnapshotRestoreClone(t *testing.T) {
 }
 
 var volumeSnapshotContents = schema.GroupVersionResource{Group: "snapshot.storage.k8s.io", Version: "v1", Resource: "volumesnapshotcontents"}
+
+// volumeSnapshot is a VolumeSnapshot of class SnapshotClass with the given
+// spec.source (a claim, or a pre-provisioned content).
+func volumeSnapshot(name string, source map[string]any) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "snapshot.storage.k8s.io/v1",
+		"kind":       "VolumeSnapshot",
+		"metadata":   map[string]any{"name": name},
+		"spec":       map[string]any{"volumeSnapshotClassName": SnapshotClass, "source": source},
+	}}
+}
 
 // waitSnapshotReady waits until a VolumeSnapshot is readyToUse.
 func (c *Cluster) waitSnapshotReady(t *testing.T, ns, name string) {
@@ -274,15 +277,7 @@ func (c *Cluster) importSnapshot(t *testing.T, ns, name, handle string) *unstruc
 		_ = c.Dynamic.Resource(volumeSnapshots).Namespace(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
 		_ = c.Dynamic.Resource(volumeSnapshotContents).Delete(context.Background(), contentName, metav1.DeleteOptions{})
 	})
-	snap := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "snapshot.storage.k8s.io/v1",
-		"kind":       "VolumeSnapshot",
-		"metadata":   map[string]any{"name": name},
-		"spec": map[string]any{
-			"volumeSnapshotClassName": SnapshotClass,
-			"source":                  map[string]any{"volumeSnapshotContentName": contentName},
-		},
-	}}
+	snap := volumeSnapshot(name, map[string]any{"volumeSnapshotContentName": contentName})
 	if _, err := c.Dynamic.Resource(volumeSnapshots).Namespace(ns).Create(ctx, snap, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create VolumeSnapshot %s: %v", name, err)
 	}
